@@ -1,0 +1,71 @@
+//! What the coordinator broadcasts for one round, encoded once into wire
+//! chunks that every fetch shares.
+
+use admm_proto::chunk_f32;
+use bytes::Bytes;
+
+/// The state workers need for round `round`: z, each worker's scaled dual
+/// and ρ; or the end of the run.
+#[derive(Debug)]
+pub struct Published {
+    /// The round workers compute next, from 1.
+    pub round: u64,
+    /// Penalty ρ of this round.
+    pub rho: f64,
+    /// Number of parameters n.
+    pub parameter_count: usize,
+    /// z as wire chunks.
+    pub z_chunks: Vec<Bytes>,
+    /// u_i as wire chunks, one list per worker.
+    pub dual_chunks: Vec<Vec<Bytes>>,
+    /// Set when the run has ended, with the reason.
+    pub stop: Option<String>,
+}
+
+impl Published {
+    /// Encodes round `round` from z and the duals.
+    pub fn round(round: u64, rho: f64, z: &[f32], duals: &[Vec<f32>]) -> Self {
+        Self {
+            round,
+            rho,
+            parameter_count: z.len(),
+            z_chunks: chunk_f32(z).collect(),
+            dual_chunks: duals.iter().map(|u| chunk_f32(u).collect()).collect(),
+            stop: None,
+        }
+    }
+
+    /// The end of the run after `round` rounds.
+    pub fn stop(round: u64, rho: f64, reason: String) -> Self {
+        Self {
+            round,
+            rho,
+            parameter_count: 0,
+            z_chunks: Vec::new(),
+            dual_chunks: Vec::new(),
+            stop: Some(reason),
+        }
+    }
+
+    /// Bytes of z and one dual on the wire.
+    pub fn payload_bytes(&self) -> u64 {
+        2 * 4 * self.parameter_count as u64
+    }
+}
+
+/// A checked x_i, handed from the gRPC handler to the round driver.
+#[derive(Debug)]
+pub struct Upload {
+    /// Worker index.
+    pub worker: usize,
+    /// Round it belongs to.
+    pub round: u64,
+    /// x_i.
+    pub x: Vec<f32>,
+    /// The worker's mean local loss.
+    pub loss: f64,
+    /// Seconds of local computation.
+    pub compute_seconds: f64,
+    /// Bytes received.
+    pub bytes: u64,
+}

@@ -1,0 +1,222 @@
+//! A worker's term f_i of the objective and its inexact x-update.
+//!
+//! Worker i owns shard i of the training data. Its term is the shard's mean
+//! loss weighted by the shard's share of the data, `f_i = (n_i/n)·loss_i`,
+//! so that Σ_i f_i is the loss over the whole training set. The x-update
+//!
+//! ```text
+//! x_i ← argmin_x  f_i(x) + (ρ/2)·‖x − z + u_i‖²
+//! ```
+//!
+//! is approximated by a fixed number of optimizer steps on mini-batches,
+//! warm-started from the previous round's x_i (and optimizer state).
+
+use crate::data::{self, Dataset};
+use crate::network::Network;
+use crate::rng::SplitMix64;
+use crate::spec::{OptimizerKind, ProblemKind, ProblemSpec, SolverSpec};
+use anyhow::{bail, Result};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Mean loss of `net` on a batch: squared error summed over outputs for
+/// regression, cross-entropy for classification.
+pub fn data_loss(problem: ProblemKind, net: &Network, inputs: &Tensor, targets: &Tensor) -> Tensor {
+    let output = net.forward(inputs);
+    match problem {
+        ProblemKind::Regression => (output - targets).square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float),
+        ProblemKind::Mnist => output.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0),
+    }
+}
+
+/// Loads the training set of a problem (on the CPU).
+pub fn load_training_data(spec: &ProblemSpec) -> Result<Dataset> {
+    match spec.problem {
+        ProblemKind::Regression => Ok(data::regression::generate(spec)),
+        ProblemKind::Mnist => {
+            let dir = spec.data_dir.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("mnist needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR")
+            })?;
+            data::mnist::load(dir, data::mnist::Split::Train, spec.train_limit)
+        }
+    }
+}
+
+/// Builds the optimizer of a solver spec over `net`'s parameters.
+pub fn build_optimizer(solver: &SolverSpec, net: &Network) -> Result<nn::Optimizer> {
+    let optimizer = match solver.optimizer {
+        OptimizerKind::Adam => nn::Adam::default().build(net.var_store(), solver.lr)?,
+        OptimizerKind::Sgd => {
+            nn::Sgd { momentum: solver.momentum, ..Default::default() }.build(net.var_store(), solver.lr)?
+        }
+    };
+    Ok(optimizer)
+}
+
+/// Cycles through a data set in reshuffled epochs, one mini-batch at a time.
+#[derive(Debug)]
+pub struct BatchSampler {
+    order: Vec<i64>,
+    cursor: usize,
+    batch_size: usize,
+    rng: SplitMix64,
+}
+
+impl BatchSampler {
+    /// `batch_size` 0 (or larger than the set) means the whole set each time.
+    pub fn new(len: usize, batch_size: usize, rng: SplitMix64) -> Self {
+        let batch_size = if batch_size == 0 { len } else { batch_size.min(len) };
+        let mut sampler = Self { order: (0..len as i64).collect(), cursor: len, batch_size, rng };
+        sampler.cursor = sampler.order.len();
+        sampler
+    }
+
+    /// Indices of the next mini-batch.
+    pub fn next_batch(&mut self) -> &[i64] {
+        if self.cursor + self.batch_size > self.order.len() {
+            self.rng.shuffle(&mut self.order);
+            self.cursor = 0;
+        }
+        let start = self.cursor;
+        self.cursor += self.batch_size;
+        &self.order[start..self.cursor]
+    }
+
+    /// Samples per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// Figures of one x-update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalStats {
+    /// Mean over the steps of the shard's mini-batch loss (not weighted by
+    /// the shard's share).
+    pub mean_loss: f64,
+    /// Samples processed.
+    pub samples: u64,
+}
+
+/// Worker i's model, data shard and optimizer.
+pub struct LocalSolver {
+    problem: ProblemKind,
+    net: Network,
+    shard: Dataset,
+    weight: f64,
+    sampler: BatchSampler,
+    optimizer: nn::Optimizer,
+    local_steps: usize,
+    initialized: bool,
+}
+
+impl LocalSolver {
+    /// Prepares worker `index` of `count`: builds the model on `device` and
+    /// takes shard `index` of the training data.
+    pub fn new(spec: &ProblemSpec, solver: &SolverSpec, index: usize, count: usize, device: Device) -> Result<Self> {
+        let data = load_training_data(spec)?;
+        if count == 0 || index >= count {
+            bail!("worker id {index} is out of range for {count} workers");
+        }
+        if data.len() < count {
+            bail!("{count} workers need at least {count} training samples, the data set has {}", data.len());
+        }
+        let shard = data.shard(index, count).to_device(device);
+        let weight = shard.len() as f64 / data.len() as f64;
+        let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
+        let optimizer = build_optimizer(solver, &net)?;
+        let sampler = BatchSampler::new(shard.len(), solver.batch_size, SplitMix64::new(spec.seed, 1000 + index as u64));
+        Ok(Self {
+            problem: spec.problem,
+            net,
+            shard,
+            weight,
+            sampler,
+            optimizer,
+            local_steps: solver.local_steps,
+            initialized: false,
+        })
+    }
+
+    /// The model, for its layout.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Samples in this worker's shard.
+    pub fn shard_len(&self) -> usize {
+        self.shard.len()
+    }
+
+    /// Runs the inexact x-update for consensus `z`, scaled dual `u` and
+    /// penalty `rho`, and writes x_i into `x`. The first call starts from z;
+    /// later calls start from the previous x_i.
+    pub fn x_update(&mut self, z: &[f32], u: &[f32], rho: f64, x: &mut Vec<f32>) -> Result<LocalStats> {
+        if z.len() != self.net.num_params() || u.len() != z.len() {
+            bail!("received z of {} and u of {} values, the model has {}", z.len(), u.len(), self.net.num_params());
+        }
+        if !self.initialized {
+            self.net.load_flat(z)?;
+            self.initialized = true;
+        }
+        let anchor: Vec<f32> = z.iter().zip(u).map(|(&z, &u)| z - u).collect();
+        let anchors = self.net.split_flat(&anchor);
+        let mut loss_sum = 0.0;
+        let mut samples = 0u64;
+        for _ in 0..self.local_steps {
+            let indices = Tensor::from_slice(self.sampler.next_batch()).to_device(self.net.device());
+            let inputs = self.shard.inputs.index_select(0, &indices);
+            let targets = self.shard.targets.index_select(0, &indices);
+            let loss = data_loss(self.problem, &self.net, &inputs, &targets);
+            let penalty = self
+                .net
+                .params()
+                .iter()
+                .zip(&anchors)
+                .map(|((_, p), a)| (p - a).square().sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, self.net.device())), |acc, t| acc + t);
+            let objective = &loss * self.weight + penalty * (rho / 2.0);
+            self.optimizer.backward_step(&objective);
+            loss_sum += loss.double_value(&[]);
+            samples += indices.size()[0] as u64;
+        }
+        self.net.write_flat(x);
+        Ok(LocalStats { mean_loss: loss_sum / self.local_steps as f64, samples })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_visits_every_sample_each_epoch() {
+        let mut sampler = BatchSampler::new(10, 5, SplitMix64::new(3, 0));
+        let mut seen: Vec<i64> = sampler.next_batch().to_vec();
+        seen.extend(sampler.next_batch());
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn full_batch_when_zero() {
+        let mut sampler = BatchSampler::new(7, 0, SplitMix64::new(3, 0));
+        assert_eq!(sampler.batch_size(), 7);
+        assert_eq!(sampler.next_batch().len(), 7);
+    }
+
+    #[test]
+    fn x_update_with_huge_rho_stays_at_anchor() {
+        let spec = ProblemSpec { dim: 3, samples: 50, ..Default::default() };
+        let solver = SolverSpec { optimizer: OptimizerKind::Sgd, lr: 1e-4, local_steps: 50, batch_size: 0, ..Default::default() };
+        let mut local = LocalSolver::new(&spec, &solver, 0, 2, Device::Cpu).unwrap();
+        let n = local.network().num_params();
+        let z = vec![0.5f32; n];
+        let u = vec![0.1f32; n];
+        let mut x = Vec::new();
+        local.x_update(&z, &u, 1e4, &mut x).unwrap();
+        for &v in &x {
+            assert!((v - 0.4).abs() < 1e-2, "x={v}, expected about z − u = 0.4");
+        }
+    }
+}

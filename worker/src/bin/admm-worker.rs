@@ -1,0 +1,38 @@
+//! `admm-worker`: one consensus-ADMM worker process.
+
+use admm_worker::WorkerArgs;
+use anyhow::Result;
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Worker of consensus-ADMM training: dials the coordinator, registers, and
+/// runs the local x-update on its data shard every round until the
+/// coordinator stops the run.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    args: WorkerArgs,
+}
+
+fn main() -> ExitCode {
+    admm_report::logging::init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = cli.args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async {
+        let summary = admm_worker::run(config, admm_report::logging::shutdown_signal()).await?;
+        tracing::info!(rounds = summary.rounds, reason = %summary.stop_reason, "worker done");
+        Ok(())
+    })
+}
