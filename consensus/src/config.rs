@@ -26,7 +26,9 @@ impl Regularizer {
     pub fn value(&self, z: &[f32]) -> f64 {
         match *self {
             Regularizer::None => 0.0,
-            Regularizer::L2 { gamma } => 0.5 * gamma * z.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>(),
+            Regularizer::L2 { gamma } => {
+                0.5 * gamma * z.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>()
+            }
             Regularizer::L1 { gamma } => gamma * z.iter().map(|&v| f64::from(v).abs()).sum::<f64>(),
         }
     }
@@ -61,7 +63,12 @@ pub struct RhoBalancing {
 
 impl Default for RhoBalancing {
     fn default() -> Self {
-        Self { mu: 10.0, tau: 2.0, rho_min: 1e-6, rho_max: 1e6 }
+        Self {
+            mu: 10.0,
+            tau: 2.0,
+            rho_min: 1e-6,
+            rho_max: 1e6,
+        }
     }
 }
 
@@ -155,7 +162,10 @@ impl AdmmConfig {
             }
         }
         if !(self.eps_abs >= 0.0 && self.eps_rel >= 0.0) {
-            return Err(ConfigError::Tolerance { eps_abs: self.eps_abs, eps_rel: self.eps_rel });
+            return Err(ConfigError::Tolerance {
+                eps_abs: self.eps_abs,
+                eps_rel: self.eps_rel,
+            });
         }
         if self.max_rounds == 0 {
             return Err(ConfigError::MaxRounds);
@@ -187,14 +197,41 @@ mod tests {
     #[test]
     fn validate_rejects_bad_values() {
         let cases = [
-            (AdmmConfig { rho: -1.0, ..Default::default() }, ConfigError::Rho(-1.0)),
-            (AdmmConfig { rho: 0.0, ..Default::default() }, ConfigError::Rho(0.0)),
-            (AdmmConfig { alpha: 2.0, ..Default::default() }, ConfigError::Alpha(2.0)),
             (
-                AdmmConfig { regularizer: Regularizer::L1 { gamma: -0.5 }, ..Default::default() },
+                AdmmConfig {
+                    rho: -1.0,
+                    ..Default::default()
+                },
+                ConfigError::Rho(-1.0),
+            ),
+            (
+                AdmmConfig {
+                    rho: 0.0,
+                    ..Default::default()
+                },
+                ConfigError::Rho(0.0),
+            ),
+            (
+                AdmmConfig {
+                    alpha: 2.0,
+                    ..Default::default()
+                },
+                ConfigError::Alpha(2.0),
+            ),
+            (
+                AdmmConfig {
+                    regularizer: Regularizer::L1 { gamma: -0.5 },
+                    ..Default::default()
+                },
                 ConfigError::Gamma(-0.5),
             ),
-            (AdmmConfig { max_rounds: 0, ..Default::default() }, ConfigError::MaxRounds),
+            (
+                AdmmConfig {
+                    max_rounds: 0,
+                    ..Default::default()
+                },
+                ConfigError::MaxRounds,
+            ),
         ];
         for (config, expected) in cases {
             assert_eq!(config.validate(), Err(expected));
@@ -204,13 +241,22 @@ mod tests {
     #[test]
     fn validate_accepts_defaults() {
         assert_eq!(AdmmConfig::default().validate(), Ok(()));
-        let adaptive = AdmmConfig { adaptive_rho: Some(RhoBalancing::default()), ..Default::default() };
+        let adaptive = AdmmConfig {
+            adaptive_rho: Some(RhoBalancing::default()),
+            ..Default::default()
+        };
         assert_eq!(adaptive.validate(), Ok(()));
     }
 
     #[test]
     fn rho_message_names_value() {
-        let message = AdmmConfig { rho: -1.0, ..Default::default() }.validate().unwrap_err().to_string();
+        let message = AdmmConfig {
+            rho: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert_eq!(message, "rho must be positive and finite, got -1");
     }
 }

@@ -99,13 +99,24 @@ impl ConsensusState {
     /// never touches z or any dual.
     pub fn check_local(&self, worker: usize, x: &[f32]) -> Result<(), StateError> {
         if worker >= self.num_workers() {
-            return Err(StateError::UnknownWorker { worker, num_workers: self.num_workers() });
+            return Err(StateError::UnknownWorker {
+                worker,
+                num_workers: self.num_workers(),
+            });
         }
         if x.len() != self.len() {
-            return Err(StateError::Length { worker, expected: self.len(), got: x.len() });
+            return Err(StateError::Length {
+                worker,
+                expected: self.len(),
+                got: x.len(),
+            });
         }
         if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(StateError::NonFinite { worker, index, value });
+            return Err(StateError::NonFinite {
+                worker,
+                index,
+                value,
+            });
         }
         Ok(())
     }
@@ -158,7 +169,12 @@ impl ConsensusState {
         } else {
             None
         };
-        RoundOutcome { residuals, rho, next_rho, stop }
+        RoundOutcome {
+            residuals,
+            rho,
+            next_rho,
+            stop,
+        }
     }
 
     /// Sets ρ and rescales every scaled dual by ρ_old/ρ_new, so that the
@@ -223,7 +239,8 @@ impl ConsensusState {
         Residuals {
             primal: primal_sq.sqrt(),
             dual: self.rho * n_workers.sqrt() * change_sq.sqrt(),
-            eps_primal: scale + config.eps_rel * locals_sq.sqrt().max(n_workers.sqrt() * z_sq.sqrt()),
+            eps_primal: scale
+                + config.eps_rel * locals_sq.sqrt().max(n_workers.sqrt() * z_sq.sqrt()),
             eps_dual: scale + config.eps_rel * self.rho * duals_sq.sqrt(),
         }
     }

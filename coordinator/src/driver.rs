@@ -47,8 +47,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunSummary> {
     config.validate()?;
-    std::fs::create_dir_all(&config.run_dir)
-        .with_context(|| format!("failed to create run directory {}", config.run_dir.display()))?;
+    std::fs::create_dir_all(&config.run_dir).with_context(|| {
+        format!(
+            "failed to create run directory {}",
+            config.run_dir.display()
+        )
+    })?;
     tch::set_num_threads(config.threads as i32);
 
     let problem = config.problem.clone();
@@ -71,7 +75,9 @@ pub async fn run(
         registered: Default::default(),
         published: published_tx,
         uploads: upload_tx,
-        assemblers: (0..config.num_workers).map(|_| Default::default()).collect(),
+        assemblers: (0..config.num_workers)
+            .map(|_| Default::default())
+            .collect(),
         bytes_sent: Default::default(),
         stops_delivered: Default::default(),
         stop_delivered: Default::default(),
@@ -82,12 +88,21 @@ pub async fn run(
 
     let address = listener.local_addr()?;
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(CoordinatorService::new(shared.clone()), listener, async {
-        let _ = server_stop_rx.await;
-    }));
+    let server = tokio::spawn(server::serve(
+        CoordinatorService::new(shared.clone()),
+        listener,
+        async {
+            let _ = server_stop_rx.await;
+        },
+    ));
     info!(%address, workers = config.num_workers, model = %expected.model_id, parameters = z0.len(), "coordinator listening");
 
-    let mut rounds = Rounds { config: &config, shared: &shared, uploads: upload_rx, evaluation: &evaluation };
+    let mut rounds = Rounds {
+        config: &config,
+        shared: &shared,
+        uploads: upload_rx,
+        evaluation: &evaluation,
+    };
     let mut state = ConsensusState::new(z0, config.num_workers, config.admm.rho);
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
@@ -97,17 +112,27 @@ pub async fn run(
     let stop_reason = match outcome {
         Ok(reason) => reason,
         Err(e) => {
-            shared.published.send_replace(Some(Arc::new(Published::stop(state.round, state.rho, format!("error: {e:#}")))));
+            shared.published.send_replace(Some(Arc::new(Published::stop(
+                state.round,
+                state.rho,
+                format!("error: {e:#}"),
+            ))));
             let _ = server_stop_tx.send(());
             return Err(e);
         }
     };
     info!(rounds = state.round, reason = %stop_reason, "run finished");
-    shared.published.send_replace(Some(Arc::new(Published::stop(state.round, state.rho, stop_reason.clone()))));
+    shared.published.send_replace(Some(Arc::new(Published::stop(
+        state.round,
+        state.rho,
+        stop_reason.clone(),
+    ))));
     write_config(&config, &shared)?;
     save_flat_safetensors(&expected.layout, &state.z, &config.run_dir.join(MODEL_FILE))?;
     let rows = evaluation.finish()?;
-    if let Err(e) = admm_report::plot::write_plots(&config.run_dir, &config.problem.model_id(), &rows, &[]) {
+    if let Err(e) =
+        admm_report::plot::write_plots(&config.run_dir, &config.problem.model_id(), &rows, &[])
+    {
         warn!(error = %format!("{e:#}"), "failed to write plots");
     }
     wait_for_stop_delivery(&shared).await;
@@ -115,7 +140,12 @@ pub async fn run(
     if let Ok(Err(e)) = server.await {
         warn!(error = %e, "server ended with an error");
     }
-    Ok(RunSummary { rounds: state.round, stop_reason, z: state.z, rows })
+    Ok(RunSummary {
+        rounds: state.round,
+        stop_reason,
+        z: state.z,
+        rows,
+    })
 }
 
 /// The round loop and what it needs.
@@ -156,12 +186,25 @@ impl Rounds<'_> {
                 ..Default::default()
             };
             if outcome.next_rho != outcome.rho {
-                info!(round, from = outcome.rho, to = outcome.next_rho, "rho adapted");
+                info!(
+                    round,
+                    from = outcome.rho,
+                    to = outcome.next_rho,
+                    "rho adapted"
+                );
             }
-            self.evaluation.submit(EvaluationJob { row, z: Arc::new(state.z.clone()) })?;
+            self.evaluation.submit(EvaluationJob {
+                row,
+                z: Arc::new(state.z.clone()),
+            })?;
             if let Some(reason) = outcome.stop {
                 if reason == StopReason::Converged {
-                    info!(round, primal = outcome.residuals.primal, dual = outcome.residuals.dual, "residuals within tolerance");
+                    info!(
+                        round,
+                        primal = outcome.residuals.primal,
+                        dual = outcome.residuals.dual,
+                        "residuals within tolerance"
+                    );
                 }
                 return Ok(reason.to_string());
             }
@@ -178,7 +221,11 @@ impl Rounds<'_> {
                 info!(workers = count, "all workers registered");
                 return Ok(());
             }
-            info!(registered = count, expected = self.config.num_workers, "waiting for workers");
+            info!(
+                registered = count,
+                expected = self.config.num_workers,
+                "waiting for workers"
+            );
             let remaining = deadline.saturating_duration_since(Instant::now());
             if tokio::time::timeout(remaining, notified).await.is_err() {
                 bail!(
@@ -193,24 +240,38 @@ impl Rounds<'_> {
     /// Publishes z, the duals and ρ for `round`.
     fn broadcast(&self, round: u64, state: &ConsensusState) {
         let published = Published::round(round, state.rho, &state.z, &state.duals);
-        self.shared.published.send_replace(Some(Arc::new(published)));
+        self.shared
+            .published
+            .send_replace(Some(Arc::new(published)));
     }
 
     /// Collects every worker's x_i for `round` into the state.
     async fn gather(&mut self, round: u64, state: &mut ConsensusState) -> Result<Gathered> {
         let n = self.config.num_workers;
         let mut received = vec![false; n];
-        let mut gathered = Gathered { losses: vec![0.0; n], compute_seconds: vec![0.0; n], bytes: 0 };
+        let mut gathered = Gathered {
+            losses: vec![0.0; n],
+            compute_seconds: vec![0.0; n],
+            bytes: 0,
+        };
         while received.iter().any(|r| !r) {
             let Some(mut upload) = self.uploads.recv().await else {
                 bail!("the upload channel closed during round {round}");
             };
             if upload.round != round {
-                warn!(worker = upload.worker, round = upload.round, current = round, "dropped an update of another round");
+                warn!(
+                    worker = upload.worker,
+                    round = upload.round,
+                    current = round,
+                    "dropped an update of another round"
+                );
                 continue;
             }
             state.swap_local(upload.worker, &mut upload.x)?;
-            self.shared.assemblers[upload.worker].lock().await.recycle(upload.x);
+            self.shared.assemblers[upload.worker]
+                .lock()
+                .await
+                .recycle(upload.x);
             received[upload.worker] = true;
             gathered.losses[upload.worker] = upload.loss;
             gathered.compute_seconds[upload.worker] = upload.compute_seconds;
@@ -236,20 +297,31 @@ async fn wait_for_stop_delivery(shared: &Shared) {
             warn!("not every worker collected the stop message; closing anyway");
             return;
         }
-        let _ = tokio::time::timeout(remaining.min(Duration::from_millis(200)), shared.stop_delivered.notified()).await;
+        let _ = tokio::time::timeout(
+            remaining.min(Duration::from_millis(200)),
+            shared.stop_delivered.notified(),
+        )
+        .await;
     }
 }
 
 /// Writes `config.json`: the coordinator's configuration and the workers
 /// registered so far.
 fn write_config(config: &CoordinatorConfig, shared: &Shared) -> Result<()> {
-    let workers = shared.registry.lock().map(|r| r.clone()).unwrap_or_default();
+    let workers = shared
+        .registry
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
     let document = serde_json::json!({
         "coordinator": config,
         "model": { "id": shared.expected.model_id, "parameters": shared.expected.parameter_count, "layout": shared.expected.layout },
         "workers": workers,
     });
-    write_atomic(&config.run_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(&document)?)
+    write_atomic(
+        &config.run_dir.join(CONFIG_FILE),
+        &serde_json::to_vec_pretty(&document)?,
+    )
 }
 
 /// Writes a file through a temporary name and a rename, so readers never
@@ -257,5 +329,6 @@ fn write_config(config: &CoordinatorConfig, shared: &Shared) -> Result<()> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("failed to rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("failed to rename {} to {}", tmp.display(), path.display()))
 }

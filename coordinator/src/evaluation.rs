@@ -61,12 +61,16 @@ impl EvaluationThread {
 
     /// Queues one round.
     pub fn submit(&self, job: EvaluationJob) -> Result<()> {
-        self.jobs.send(job).context("the evaluation thread has stopped")
+        self.jobs
+            .send(job)
+            .context("the evaluation thread has stopped")
     }
 
     /// Waits for every queued round and returns all rows.
     pub fn finish(self) -> Result<Vec<RoundRow>> {
         drop(self.jobs);
-        self.handle.join().map_err(|_| anyhow::anyhow!("the evaluation thread panicked"))?
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the evaluation thread panicked"))?
     }
 }

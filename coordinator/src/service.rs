@@ -71,7 +71,10 @@ pub struct Shared {
 impl Shared {
     /// Number of registered workers.
     pub fn registered_count(&self) -> usize {
-        self.registry.lock().map(|r| r.iter().flatten().count()).unwrap_or(0)
+        self.registry
+            .lock()
+            .map(|r| r.iter().flatten().count())
+            .unwrap_or(0)
     }
 }
 
@@ -95,16 +98,27 @@ impl CoordinatorService {
                 self.shared.num_workers, self.shared.num_workers
             )));
         }
-        let registered = self.shared.registry.lock().map(|r| r[id].is_some()).unwrap_or(false);
+        let registered = self
+            .shared
+            .registry
+            .lock()
+            .map(|r| r[id].is_some())
+            .unwrap_or(false);
         if !registered {
-            return Err(Status::failed_precondition(format!("worker {id} is not registered; call Register first")));
+            return Err(Status::failed_precondition(format!(
+                "worker {id} is not registered; call Register first"
+            )));
         }
         Ok(id)
     }
 }
 
 /// Compares a declared layout with the run's, naming the first difference.
-fn check_layout(worker: usize, declared: &[admm_proto::pb::ParameterSpec], expected: &[ParamSpec]) -> Result<(), Status> {
+fn check_layout(
+    worker: usize,
+    declared: &[admm_proto::pb::ParameterSpec],
+    expected: &[ParamSpec],
+) -> Result<(), Status> {
     if declared.len() != expected.len() {
         return Err(Status::invalid_argument(format!(
             "worker {worker} declares {} parameter tensors, the run's model has {}",
@@ -127,11 +141,18 @@ type RoundStream = Pin<Box<dyn Stream<Item = Result<RoundMessage, Status>> + Sen
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterReply>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
         let req = request.into_inner();
         let id = req.worker_id as usize;
         if req.protocol_version != PROTOCOL_VERSION {
-            warn!(worker = id, version = req.protocol_version, "rejected registration: protocol version");
+            warn!(
+                worker = id,
+                version = req.protocol_version,
+                "rejected registration: protocol version"
+            );
             return Err(Status::invalid_argument(format!(
                 "worker {id} speaks protocol version {}, the coordinator speaks {PROTOCOL_VERSION}; \
                  run the same release on every machine",
@@ -158,11 +179,17 @@ impl Coordinator for CoordinatorService {
             return Err(status);
         }
         if req.layout.iter().any(|p| p.dtype != DTYPE_F32) {
-            return Err(Status::invalid_argument(format!("worker {id} declares a dtype other than {DTYPE_F32}")));
+            return Err(Status::invalid_argument(format!(
+                "worker {id} declares a dtype other than {DTYPE_F32}"
+            )));
         }
         let settings = serde_json::from_str(&req.settings_json).unwrap_or(serde_json::Value::Null);
         {
-            let mut registry = self.shared.registry.lock().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let mut registry = self
+                .shared
+                .registry
+                .lock()
+                .map_err(|_| Status::internal("registry lock poisoned"))?;
             if let Some(existing) = &registry[id] {
                 warn!(worker = id, host = %req.host, "rejected registration: duplicate worker id");
                 return Err(Status::already_exists(format!(
@@ -180,7 +207,12 @@ impl Coordinator for CoordinatorService {
         }
         info!(worker = id, host = %req.host, device = %req.device, role = %req.role, "worker registered");
         self.shared.registered.notify_waiters();
-        let next_round = self.shared.published.borrow().as_ref().map_or(1, |p| p.round);
+        let next_round = self
+            .shared
+            .published
+            .borrow()
+            .as_ref()
+            .map_or(1, |p| p.round);
         Ok(Response::new(RegisterReply {
             num_workers: self.shared.num_workers as u32,
             next_round,
@@ -190,12 +222,18 @@ impl Coordinator for CoordinatorService {
 
     type FetchRoundStream = RoundStream;
 
-    async fn fetch_round(&self, request: Request<FetchRoundRequest>) -> Result<Response<RoundStream>, Status> {
+    async fn fetch_round(
+        &self,
+        request: Request<FetchRoundRequest>,
+    ) -> Result<Response<RoundStream>, Status> {
         let req = request.into_inner();
         let id = self.check_worker(req.worker_id)?;
         let mut rx = self.shared.published.subscribe();
         let published = rx
-            .wait_for(|p| p.as_ref().is_some_and(|p| p.round >= req.round || p.stop.is_some()))
+            .wait_for(|p| {
+                p.as_ref()
+                    .is_some_and(|p| p.round >= req.round || p.stop.is_some())
+            })
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?
             .clone()
@@ -207,30 +245,56 @@ impl Coordinator for CoordinatorService {
             parameter_count: published.parameter_count as u64,
             stop_reason: published.stop.clone().unwrap_or_default(),
         };
-        let mut messages = vec![Ok(RoundMessage { kind: Some(round_message::Kind::Header(header)) })];
+        let mut messages = vec![Ok(RoundMessage {
+            kind: Some(round_message::Kind::Header(header)),
+        })];
         if published.stop.is_some() {
             self.shared.stops_delivered.fetch_add(1, Ordering::SeqCst);
             self.shared.stop_delivered.notify_waiters();
         } else {
             let chunks = published.z_chunks.iter().chain(&published.dual_chunks[id]);
-            messages.extend(chunks.map(|c| Ok(RoundMessage { kind: Some(round_message::Kind::Chunk(c.clone())) })));
-            self.shared.bytes_sent.fetch_add(published.payload_bytes(), Ordering::Relaxed);
+            messages.extend(chunks.map(|c| {
+                Ok(RoundMessage {
+                    kind: Some(round_message::Kind::Chunk(c.clone())),
+                })
+            }));
+            self.shared
+                .bytes_sent
+                .fetch_add(published.payload_bytes(), Ordering::Relaxed);
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
-    async fn submit_update(&self, request: Request<Streaming<UpdateMessage>>) -> Result<Response<SubmitReply>, Status> {
+    async fn submit_update(
+        &self,
+        request: Request<Streaming<UpdateMessage>>,
+    ) -> Result<Response<SubmitReply>, Status> {
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
-            Some(UpdateMessage { kind: Some(update_message::Kind::Header(h)) }) => h,
-            _ => return Err(Status::invalid_argument("an update must start with its header")),
+            Some(UpdateMessage {
+                kind: Some(update_message::Kind::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an update must start with its header",
+                ))
+            }
         };
         let id = self.check_worker(header.worker_id)?;
-        let current = self.shared.published.borrow().as_ref().map(|p| (p.round, p.stop.is_some()));
+        let current = self
+            .shared
+            .published
+            .borrow()
+            .as_ref()
+            .map(|p| (p.round, p.stop.is_some()));
         match current {
             Some((round, false)) if round == header.round => {}
             Some((round, stopped)) => {
-                let state = if stopped { "the run has stopped" } else { "it is not open" };
+                let state = if stopped {
+                    "the run has stopped"
+                } else {
+                    "it is not open"
+                };
                 return Err(Status::failed_precondition(format!(
                     "worker {id} sent an update for round {} but {state}; the current round is {round}",
                     header.round
@@ -239,18 +303,30 @@ impl Coordinator for CoordinatorService {
             None => return Err(Status::failed_precondition("no round has started yet")),
         }
         let mut assembler = self.shared.assemblers[id].lock().await;
-        if let Err(e) = assembler.reset(header.parameter_count, self.shared.expected.parameter_count) {
+        if let Err(e) =
+            assembler.reset(header.parameter_count, self.shared.expected.parameter_count)
+        {
             warn!(worker = id, round = header.round, error = %e, "rejected update");
-            return Err(Status::invalid_argument(format!("worker {id}, round {}: {e}", header.round)));
+            return Err(Status::invalid_argument(format!(
+                "worker {id}, round {}: {e}",
+                header.round
+            )));
         }
         while let Some(message) = stream.message().await? {
             let chunk = match message.kind {
                 Some(update_message::Kind::Chunk(chunk)) => chunk,
-                _ => return Err(Status::invalid_argument(format!("worker {id}: a second header in one update"))),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "worker {id}: a second header in one update"
+                    )))
+                }
             };
             if let Err(e) = assembler.push(&chunk) {
                 warn!(worker = id, round = header.round, error = %e, "rejected update");
-                return Err(Status::invalid_argument(format!("worker {id}, round {}: {e}", header.round)));
+                return Err(Status::invalid_argument(format!(
+                    "worker {id}, round {}: {e}",
+                    header.round
+                )));
             }
         }
         let values = assembler.finish().map_err(|e| {
@@ -265,7 +341,12 @@ impl Coordinator for CoordinatorService {
             )));
         }
         if !header.loss.is_finite() {
-            warn!(worker = id, round = header.round, loss = header.loss, "rejected update with a non-finite loss");
+            warn!(
+                worker = id,
+                round = header.round,
+                loss = header.loss,
+                "rejected update with a non-finite loss"
+            );
             return Err(Status::invalid_argument(format!(
                 "worker {id}, round {}: local loss is {}; the update was rejected and z is unchanged",
                 header.round, header.loss

@@ -34,11 +34,13 @@ pub struct BaselineConfig {
 /// g(θ) as a differentiable tensor.
 fn regularizer_tensor(regularizer: Regularizer, net: &Network) -> Tensor {
     let zero = Tensor::zeros([], (Kind::Float, net.device()));
-    net.params().iter().fold(zero, |acc, (_, p)| match regularizer {
-        Regularizer::None => acc,
-        Regularizer::L2 { gamma } => acc + p.square().sum(Kind::Float) * (gamma / 2.0),
-        Regularizer::L1 { gamma } => acc + p.abs().sum(Kind::Float) * gamma,
-    })
+    net.params()
+        .iter()
+        .fold(zero, |acc, (_, p)| match regularizer {
+            Regularizer::None => acc,
+            Regularizer::L2 { gamma } => acc + p.square().sum(Kind::Float) * (gamma / 2.0),
+            Regularizer::L1 { gamma } => acc + p.abs().sum(Kind::Float) * gamma,
+        })
 }
 
 /// Trains the baseline, calling `on_row` after each round, and returns the
@@ -51,11 +53,18 @@ pub fn train_baseline(
     mut on_row: impl FnMut(&RoundRow) -> Result<()>,
 ) -> Result<(Vec<RoundRow>, Network)> {
     let data = load_training_data(spec)?.to_device(device);
-    let eval_len = if spec.eval_samples == 0 { data.len() } else { spec.eval_samples.min(data.len()) };
+    let eval_len = if spec.eval_samples == 0 {
+        data.len()
+    } else {
+        spec.eval_samples.min(data.len())
+    };
     let train_eval = data.slice(0, eval_len);
     let test = match spec.problem {
         ProblemKind::Mnist => {
-            let dir = spec.data_dir.as_deref().unwrap_or(std::path::Path::new("."));
+            let dir = spec
+                .data_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."));
             Some(mnist::load(dir, mnist::Split::Test, 0)?.to_device(device))
         }
         ProblemKind::Regression => None,
@@ -63,7 +72,11 @@ pub fn train_baseline(
     let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
     let mut optimizer = build_optimizer(solver, &net)?;
     let batch = solver.batch_size.saturating_mul(config.workers.max(1));
-    let mut sampler = BatchSampler::new(data.len(), batch, SplitMix64::new(spec.seed, BASELINE_STREAM));
+    let mut sampler = BatchSampler::new(
+        data.len(),
+        batch,
+        SplitMix64::new(spec.seed, BASELINE_STREAM),
+    );
     let mut rows = Vec::new();
     let mut theta = Vec::new();
     // Training time only: evaluation is left out, as the coordinator
@@ -75,7 +88,8 @@ pub fn train_baseline(
             let indices = Tensor::from_slice(sampler.next_batch()).to_device(device);
             let inputs = data.inputs.index_select(0, &indices);
             let targets = data.targets.index_select(0, &indices);
-            let objective = data_loss(spec.problem, &net, &inputs, &targets) + regularizer_tensor(config.regularizer, &net);
+            let objective = data_loss(spec.problem, &net, &inputs, &targets)
+                + regularizer_tensor(config.regularizer, &net);
             optimizer.backward_step(&objective);
         }
         let round_seconds = round_start.elapsed().as_secs_f64();

@@ -28,7 +28,10 @@ pub fn parse_device(text: &str) -> Result<Device> {
     }
     let count = tch::Cuda::device_count() as usize;
     if index >= count {
-        bail!("device {text} requested but only {count} CUDA device(s) exist (cuda:0..cuda:{})", count.saturating_sub(1));
+        bail!(
+            "device {text} requested but only {count} CUDA device(s) exist (cuda:0..cuda:{})",
+            count.saturating_sub(1)
+        );
     }
     Ok(Device::Cuda(index))
 }

@@ -35,17 +35,29 @@ impl Evaluator {
     /// `spec.eval_samples` training samples (all when 0).
     pub fn new(spec: &ProblemSpec, device: Device) -> Result<Self> {
         let train = load_training_data(spec)?;
-        let keep = if spec.eval_samples == 0 { train.len() } else { spec.eval_samples.min(train.len()) };
+        let keep = if spec.eval_samples == 0 {
+            train.len()
+        } else {
+            spec.eval_samples.min(train.len())
+        };
         let train = train.slice(0, keep).to_device(device);
         let test = match spec.problem {
             ProblemKind::Regression => None,
             ProblemKind::Mnist => {
-                let dir = spec.data_dir.as_deref().unwrap_or(std::path::Path::new("."));
+                let dir = spec
+                    .data_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("."));
                 Some(mnist::load(dir, mnist::Split::Test, 0)?.to_device(device))
             }
         };
         let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
-        Ok(Self { problem: spec.problem, net, train, test })
+        Ok(Self {
+            problem: spec.problem,
+            net,
+            train,
+            test,
+        })
     }
 
     /// The evaluation model, for its layout and initial parameters.
@@ -56,12 +68,22 @@ impl Evaluator {
     /// Evaluates θ.
     pub fn evaluate(&mut self, theta: &[f32]) -> Result<Evaluation> {
         self.net.load_flat(theta)?;
-        Ok(evaluate_network(self.problem, &self.net, &self.train, self.test.as_ref()))
+        Ok(evaluate_network(
+            self.problem,
+            &self.net,
+            &self.train,
+            self.test.as_ref(),
+        ))
     }
 }
 
 /// Evaluates `net` as it is.
-pub fn evaluate_network(problem: ProblemKind, net: &Network, train: &Dataset, test: Option<&Dataset>) -> Evaluation {
+pub fn evaluate_network(
+    problem: ProblemKind,
+    net: &Network,
+    train: &Dataset,
+    test: Option<&Dataset>,
+) -> Evaluation {
     tch::no_grad(|| {
         let (loss, _) = batched_loss(problem, net, train);
         let (test_loss, test_accuracy) = match test {
@@ -71,7 +93,11 @@ pub fn evaluate_network(problem: ProblemKind, net: &Network, train: &Dataset, te
             }
             None => (None, None),
         };
-        Evaluation { loss, test_loss, test_accuracy }
+        Evaluation {
+            loss,
+            test_loss,
+            test_accuracy,
+        }
     })
 }
 
@@ -85,10 +111,14 @@ fn batched_loss(problem: ProblemKind, net: &Network, data: &Dataset) -> (f64, Op
         let end = (start + EVAL_BATCH).min(len);
         let batch = data.slice(start, end);
         let count = (end - start) as f64;
-        loss_sum += data_loss(problem, net, &batch.inputs, &batch.targets).double_value(&[]) * count;
+        loss_sum +=
+            data_loss(problem, net, &batch.inputs, &batch.targets).double_value(&[]) * count;
         if problem == ProblemKind::Mnist {
             let predicted: Tensor = net.forward(&batch.inputs).argmax(1, false);
-            correct += predicted.eq_tensor(&batch.targets).sum(Kind::Int64).int64_value(&[]);
+            correct += predicted
+                .eq_tensor(&batch.targets)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
         }
         start = end;
     }

@@ -38,7 +38,9 @@ pub struct Network {
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network").field("layout", &self.layout).finish()
+        f.debug_struct("Network")
+            .field("layout", &self.layout)
+            .finish()
     }
 }
 
@@ -53,7 +55,12 @@ impl Network {
         let mut names = Vec::new();
         for (index, pair) in sizes.windows(2).enumerate() {
             let name = format!("fc{index}");
-            layers.push(nn::linear(&root / name.as_str(), pair[0] as i64, pair[1] as i64, Default::default()));
+            layers.push(nn::linear(
+                &root / name.as_str(),
+                pair[0] as i64,
+                pair[1] as i64,
+                Default::default(),
+            ));
             names.push(format!("{name}.weight"));
             names.push(format!("{name}.bias"));
         }
@@ -67,9 +74,18 @@ impl Network {
             .collect();
         let layout = params
             .iter()
-            .map(|(name, t)| ParamSpec { name: name.clone(), shape: t.size(), dtype: "f32".into() })
+            .map(|(name, t)| ParamSpec {
+                name: name.clone(),
+                shape: t.size(),
+                dtype: "f32".into(),
+            })
             .collect();
-        Self { vs, layers, params, layout }
+        Self {
+            vs,
+            layers,
+            params,
+            layout,
+        }
     }
 
     /// The forward pass: linear layers with ReLU between them.
@@ -113,7 +129,11 @@ impl Network {
     /// Overwrites the parameters with θ.
     pub fn load_flat(&mut self, theta: &[f32]) -> Result<()> {
         if theta.len() != self.num_params() {
-            bail!("parameter vector has {} values, the model has {}", theta.len(), self.num_params());
+            bail!(
+                "parameter vector has {} values, the model has {}",
+                theta.len(),
+                self.num_params()
+            );
         }
         let device = self.device();
         tch::no_grad(|| {
@@ -183,12 +203,19 @@ pub fn save_flat_safetensors(layout: &[ParamSpec], theta: &[f32], path: &Path) -
     for spec in layout {
         let numel = spec.numel();
         let Some(values) = theta.get(offset..offset + numel) else {
-            bail!("parameter vector of {} values is too short for the layout", theta.len());
+            bail!(
+                "parameter vector of {} values is too short for the layout",
+                theta.len()
+            );
         };
-        tensors.push((spec.name.clone(), Tensor::from_slice(values).view(spec.shape.as_slice())));
+        tensors.push((
+            spec.name.clone(),
+            Tensor::from_slice(values).view(spec.shape.as_slice()),
+        ));
         offset += numel;
     }
-    Tensor::write_safetensors(&tensors, path).with_context(|| format!("failed to write {}", path.display()))
+    Tensor::write_safetensors(&tensors, path)
+        .with_context(|| format!("failed to write {}", path.display()))
 }
 
 #[cfg(test)]

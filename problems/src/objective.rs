@@ -24,8 +24,13 @@ use tch::{Device, Kind, Reduction, Tensor};
 pub fn data_loss(problem: ProblemKind, net: &Network, inputs: &Tensor, targets: &Tensor) -> Tensor {
     let output = net.forward(inputs);
     match problem {
-        ProblemKind::Regression => (output - targets).square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float),
-        ProblemKind::Mnist => output.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0),
+        ProblemKind::Regression => (output - targets)
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .mean(Kind::Float),
+        ProblemKind::Mnist => {
+            output.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)
+        }
     }
 }
 
@@ -35,7 +40,9 @@ pub fn load_training_data(spec: &ProblemSpec) -> Result<Dataset> {
         ProblemKind::Regression => Ok(data::regression::generate(spec)),
         ProblemKind::Mnist => {
             let dir = spec.data_dir.as_deref().ok_or_else(|| {
-                anyhow::anyhow!("mnist needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR")
+                anyhow::anyhow!(
+                    "mnist needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR"
+                )
             })?;
             data::mnist::load(dir, data::mnist::Split::Train, spec.train_limit)
         }
@@ -46,9 +53,11 @@ pub fn load_training_data(spec: &ProblemSpec) -> Result<Dataset> {
 pub fn build_optimizer(solver: &SolverSpec, net: &Network) -> Result<nn::Optimizer> {
     let optimizer = match solver.optimizer {
         OptimizerKind::Adam => nn::Adam::default().build(net.var_store(), solver.lr)?,
-        OptimizerKind::Sgd => {
-            nn::Sgd { momentum: solver.momentum, ..Default::default() }.build(net.var_store(), solver.lr)?
+        OptimizerKind::Sgd => nn::Sgd {
+            momentum: solver.momentum,
+            ..Default::default()
         }
+        .build(net.var_store(), solver.lr)?,
     };
     Ok(optimizer)
 }
@@ -65,8 +74,17 @@ pub struct BatchSampler {
 impl BatchSampler {
     /// `batch_size` 0 (or larger than the set) means the whole set each time.
     pub fn new(len: usize, batch_size: usize, rng: SplitMix64) -> Self {
-        let batch_size = if batch_size == 0 { len } else { batch_size.min(len) };
-        let mut sampler = Self { order: (0..len as i64).collect(), cursor: len, batch_size, rng };
+        let batch_size = if batch_size == 0 {
+            len
+        } else {
+            batch_size.min(len)
+        };
+        let mut sampler = Self {
+            order: (0..len as i64).collect(),
+            cursor: len,
+            batch_size,
+            rng,
+        };
         sampler.cursor = sampler.order.len();
         sampler
     }
@@ -113,19 +131,32 @@ pub struct LocalSolver {
 impl LocalSolver {
     /// Prepares worker `index` of `count`: builds the model on `device` and
     /// takes shard `index` of the training data.
-    pub fn new(spec: &ProblemSpec, solver: &SolverSpec, index: usize, count: usize, device: Device) -> Result<Self> {
+    pub fn new(
+        spec: &ProblemSpec,
+        solver: &SolverSpec,
+        index: usize,
+        count: usize,
+        device: Device,
+    ) -> Result<Self> {
         let data = load_training_data(spec)?;
         if count == 0 || index >= count {
             bail!("worker id {index} is out of range for {count} workers");
         }
         if data.len() < count {
-            bail!("{count} workers need at least {count} training samples, the data set has {}", data.len());
+            bail!(
+                "{count} workers need at least {count} training samples, the data set has {}",
+                data.len()
+            );
         }
         let shard = data.shard(index, count).to_device(device);
         let weight = shard.len() as f64 / data.len() as f64;
         let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
         let optimizer = build_optimizer(solver, &net)?;
-        let sampler = BatchSampler::new(shard.len(), solver.batch_size, SplitMix64::new(spec.seed, 1000 + index as u64));
+        let sampler = BatchSampler::new(
+            shard.len(),
+            solver.batch_size,
+            SplitMix64::new(spec.seed, 1000 + index as u64),
+        );
         Ok(Self {
             problem: spec.problem,
             net,
@@ -151,9 +182,20 @@ impl LocalSolver {
     /// Runs the inexact x-update for consensus `z`, scaled dual `u` and
     /// penalty `rho`, and writes x_i into `x`. The first call starts from z;
     /// later calls start from the previous x_i.
-    pub fn x_update(&mut self, z: &[f32], u: &[f32], rho: f64, x: &mut Vec<f32>) -> Result<LocalStats> {
+    pub fn x_update(
+        &mut self,
+        z: &[f32],
+        u: &[f32],
+        rho: f64,
+        x: &mut Vec<f32>,
+    ) -> Result<LocalStats> {
         if z.len() != self.net.num_params() || u.len() != z.len() {
-            bail!("received z of {} and u of {} values, the model has {}", z.len(), u.len(), self.net.num_params());
+            bail!(
+                "received z of {} and u of {} values, the model has {}",
+                z.len(),
+                u.len(),
+                self.net.num_params()
+            );
         }
         if !self.initialized {
             self.net.load_flat(z)?;
@@ -164,7 +206,8 @@ impl LocalSolver {
         let mut loss_sum = 0.0;
         let mut samples = 0u64;
         for _ in 0..self.local_steps {
-            let indices = Tensor::from_slice(self.sampler.next_batch()).to_device(self.net.device());
+            let indices =
+                Tensor::from_slice(self.sampler.next_batch()).to_device(self.net.device());
             let inputs = self.shard.inputs.index_select(0, &indices);
             let targets = self.shard.targets.index_select(0, &indices);
             let loss = data_loss(self.problem, &self.net, &inputs, &targets);
@@ -174,14 +217,20 @@ impl LocalSolver {
                 .iter()
                 .zip(&anchors)
                 .map(|((_, p), a)| (p - a).square().sum(Kind::Float))
-                .fold(Tensor::zeros([], (Kind::Float, self.net.device())), |acc, t| acc + t);
+                .fold(
+                    Tensor::zeros([], (Kind::Float, self.net.device())),
+                    |acc, t| acc + t,
+                );
             let objective = &loss * self.weight + penalty * (rho / 2.0);
             self.optimizer.backward_step(&objective);
             loss_sum += loss.double_value(&[]);
             samples += indices.size()[0] as u64;
         }
         self.net.write_flat(x);
-        Ok(LocalStats { mean_loss: loss_sum / self.local_steps as f64, samples })
+        Ok(LocalStats {
+            mean_loss: loss_sum / self.local_steps as f64,
+            samples,
+        })
     }
 }
 
@@ -207,8 +256,18 @@ mod tests {
 
     #[test]
     fn x_update_with_huge_rho_stays_at_anchor() {
-        let spec = ProblemSpec { dim: 3, samples: 50, ..Default::default() };
-        let solver = SolverSpec { optimizer: OptimizerKind::Sgd, lr: 1e-4, local_steps: 50, batch_size: 0, ..Default::default() };
+        let spec = ProblemSpec {
+            dim: 3,
+            samples: 50,
+            ..Default::default()
+        };
+        let solver = SolverSpec {
+            optimizer: OptimizerKind::Sgd,
+            lr: 1e-4,
+            local_steps: 50,
+            batch_size: 0,
+            ..Default::default()
+        };
         let mut local = LocalSolver::new(&spec, &solver, 0, 2, Device::Cpu).unwrap();
         let n = local.network().num_params();
         let z = vec![0.5f32; n];

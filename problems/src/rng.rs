@@ -13,7 +13,9 @@ impl SplitMix64 {
     /// Creates a generator from a seed and a stream number, so that streams
     /// of one seed (one per worker, say) differ.
     pub fn new(seed: u64, stream: u64) -> Self {
-        let mut rng = Self { state: seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) };
+        let mut rng = Self {
+            state: seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        };
         rng.next_u64();
         rng
     }
@@ -59,9 +61,24 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream() {
-        let a: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 1); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 1); move |_| r.next_u64() }).collect();
-        let c: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 2); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 2);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -145,7 +145,11 @@ impl ProblemSpec {
     pub fn validate(&self) -> Result<()> {
         if self.problem == ProblemKind::Regression {
             if self.dim == 0 || self.outputs == 0 {
-                bail!("regression needs --dim and --outputs of at least 1, got dim={} outputs={}", self.dim, self.outputs);
+                bail!(
+                    "regression needs --dim and --outputs of at least 1, got dim={} outputs={}",
+                    self.dim,
+                    self.outputs
+                );
             }
             if self.samples == 0 {
                 bail!("regression needs --samples of at least 1, got 0");
@@ -194,7 +198,13 @@ pub struct SolverSpec {
 
 impl Default for SolverSpec {
     fn default() -> Self {
-        Self { optimizer: OptimizerKind::Adam, lr: 1e-3, momentum: 0.0, local_steps: 20, batch_size: 64 }
+        Self {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            local_steps: 20,
+            batch_size: 64,
+        }
     }
 }
 
@@ -221,7 +231,10 @@ mod tests {
     #[test]
     fn hidden_layers_parse() {
         assert_eq!("256,128".parse::<HiddenLayers>().unwrap().0, vec![256, 128]);
-        assert_eq!("none".parse::<HiddenLayers>().unwrap().0, Vec::<usize>::new());
+        assert_eq!(
+            "none".parse::<HiddenLayers>().unwrap().0,
+            Vec::<usize>::new()
+        );
         assert_eq!("".parse::<HiddenLayers>().unwrap().0, Vec::<usize>::new());
         let err = "256,0".parse::<HiddenLayers>().unwrap_err();
         assert!(err.contains("\"0\""), "{err}");
@@ -229,22 +242,39 @@ mod tests {
 
     #[test]
     fn model_id_names_sizes() {
-        let spec = ProblemSpec { problem: ProblemKind::Mnist, ..Default::default() };
+        let spec = ProblemSpec {
+            problem: ProblemKind::Mnist,
+            ..Default::default()
+        };
         assert_eq!(spec.model_id(), "mnist/mlp-784-256-10");
-        let spec = ProblemSpec { dim: 3, outputs: 2, ..Default::default() };
+        let spec = ProblemSpec {
+            dim: 3,
+            outputs: 2,
+            ..Default::default()
+        };
         assert_eq!(spec.model_id(), "regression/mlp-3-2");
     }
 
     #[test]
     fn mnist_without_folder_rejected() {
-        let spec = ProblemSpec { problem: ProblemKind::Mnist, data_dir: None, ..Default::default() };
+        let spec = ProblemSpec {
+            problem: ProblemKind::Mnist,
+            data_dir: None,
+            ..Default::default()
+        };
         let err = spec.validate().unwrap_err().to_string();
         assert!(err.contains("--data-dir"), "{err}");
     }
 
     #[test]
     fn solver_rejects_zero_lr() {
-        let spec = SolverSpec { lr: 0.0, ..Default::default() };
-        assert_eq!(spec.validate().unwrap_err().to_string(), "--lr must be positive, got 0");
+        let spec = SolverSpec {
+            lr: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "--lr must be positive, got 0"
+        );
     }
 }

@@ -14,7 +14,9 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
     /// The chunks carry more bytes than the header declared.
-    #[error("received more than the declared {expected} bytes of parameters (got at least {received})")]
+    #[error(
+        "received more than the declared {expected} bytes of parameters (got at least {received})"
+    )]
     TooLong { expected: usize, received: usize },
     /// The stream ended before all declared bytes arrived.
     #[error("received {received} bytes of parameters, expected {expected}")]
@@ -28,7 +30,9 @@ pub enum CodecError {
 /// bytes, in order.
 pub fn chunk_f32(values: &[f32]) -> impl Iterator<Item = Bytes> + '_ {
     let floats_per_chunk = CHUNK_BYTES / 4;
-    values.chunks(floats_per_chunk).map(|part| Bytes::from(f32_to_le_bytes(part)))
+    values
+        .chunks(floats_per_chunk)
+        .map(|part| Bytes::from(f32_to_le_bytes(part)))
 }
 
 #[cfg(target_endian = "little")]
@@ -76,7 +80,10 @@ impl ChunkAssembler {
         let expected = self.expected_bytes();
         let end = self.filled_bytes + chunk.len();
         if end > expected {
-            return Err(CodecError::TooLong { expected, received: end });
+            return Err(CodecError::TooLong {
+                expected,
+                received: end,
+            });
         }
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.values);
         bytes[self.filled_bytes..end].copy_from_slice(chunk);
@@ -88,7 +95,10 @@ impl ChunkAssembler {
     pub fn finish(&mut self) -> Result<&[f32], CodecError> {
         let expected = self.expected_bytes();
         if self.filled_bytes != expected {
-            return Err(CodecError::TooShort { expected, received: self.filled_bytes });
+            return Err(CodecError::TooShort {
+                expected,
+                received: self.filled_bytes,
+            });
         }
         #[cfg(target_endian = "big")]
         for v in self.values.iter_mut() {
@@ -119,7 +129,9 @@ mod tests {
 
     #[test]
     fn round_trip_across_chunk_boundaries() {
-        let values: Vec<f32> = (0..(CHUNK_BYTES / 4 * 2 + 7)).map(|i| i as f32 * 0.5).collect();
+        let values: Vec<f32> = (0..(CHUNK_BYTES / 4 * 2 + 7))
+            .map(|i| i as f32 * 0.5)
+            .collect();
         let chunks: Vec<Bytes> = chunk_f32(&values).collect();
         assert_eq!(chunks.len(), 3);
         let mut assembler = ChunkAssembler::new();
@@ -146,7 +158,13 @@ mod tests {
     fn wrong_declared_count_rejected() {
         let mut assembler = ChunkAssembler::new();
         let err = assembler.reset(u64::MAX, 10).unwrap_err();
-        assert_eq!(err, CodecError::WrongCount { expected: 10, declared: u64::MAX });
+        assert_eq!(
+            err,
+            CodecError::WrongCount {
+                expected: 10,
+                declared: u64::MAX
+            }
+        );
     }
 
     #[test]
@@ -155,7 +173,13 @@ mod tests {
         assembler.reset(1, 1).unwrap();
         assert!(assembler.push(&[0; 4]).is_ok());
         let err = assembler.push(&[0; 1]).unwrap_err();
-        assert_eq!(err, CodecError::TooLong { expected: 4, received: 5 });
+        assert_eq!(
+            err,
+            CodecError::TooLong {
+                expected: 4,
+                received: 5
+            }
+        );
     }
 
     #[test]
@@ -164,6 +188,12 @@ mod tests {
         assembler.reset(2, 2).unwrap();
         assembler.push(&[0; 6]).unwrap();
         let err = assembler.finish().unwrap_err();
-        assert_eq!(err, CodecError::TooShort { expected: 8, received: 6 });
+        assert_eq!(
+            err,
+            CodecError::TooShort {
+                expected: 8,
+                received: 6
+            }
+        );
     }
 }

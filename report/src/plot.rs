@@ -660,8 +660,8 @@ fn text_enabled() -> bool {
 /// Registers the first font among [`FONT_ENV`] and [`FONT_PATHS`] that
 /// loads, and returns whether one did. Logs a warning when none does.
 fn register_first_font() -> bool {
-    let override_path = std::env::var_os(FONT_ENV).filter(|path| !path.is_empty());
-    if let Some(path) = &override_path {
+    let mut tried: Vec<PathBuf> = Vec::new();
+    if let Some(path) = std::env::var_os(FONT_ENV).filter(|path| !path.is_empty()) {
         let path = PathBuf::from(path);
         match register_font_file(&path) {
             Ok(()) => return true,
@@ -671,19 +671,29 @@ fn register_first_font() -> bool {
                 "font named by {FONT_ENV} failed to load, so trying the standard font paths"
             ),
         }
+        tried.push(path);
     }
 
-    for path in FONT_PATHS {
-        match register_font_file(Path::new(path)) {
+    for path in FONT_PATHS.iter().map(PathBuf::from) {
+        match register_font_file(&path) {
             Ok(()) => return true,
-            Err(error) => tracing::debug!(path, error = %format!("{error:#}"), "font not loaded"),
+            Err(error) => tracing::debug!(
+                path = %path.display(),
+                error = %format!("{error:#}"),
+                "font not loaded"
+            ),
         }
+        tried.push(path);
     }
 
+    let tried: Vec<String> = tried
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
     tracing::warn!(
-        tried = %FONT_PATHS.join(", "),
-        "no TrueType font found, so plots are drawn without titles, labels or legends; \
-         set {FONT_ENV} to the path of a .ttf file to get them"
+        tried = %tried.join(", "),
+        "no TrueType font found, so plots are drawn without titles, labels or legends. \
+         Set {FONT_ENV} to the path of a .ttf file to get them"
     );
     false
 }

@@ -6,7 +6,8 @@ use admm_problems::objective::LocalSolver;
 use admm_problems::{parse_device, Network};
 use admm_proto::pb::coordinator_client::CoordinatorClient;
 use admm_proto::pb::{
-    round_message, update_message, FetchRoundRequest, ParameterSpec, RegisterRequest, UpdateHeader, UpdateMessage,
+    round_message, update_message, FetchRoundRequest, ParameterSpec, RegisterRequest, UpdateHeader,
+    UpdateMessage,
 };
 use admm_proto::tuning::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use admm_proto::{chunk_f32, ChunkAssembler, DTYPE_F32, PROTOCOL_VERSION};
@@ -90,7 +91,11 @@ fn register_request(config: &WorkerConfig, network: &Network) -> Result<Register
         layout: network
             .layout()
             .iter()
-            .map(|p| ParameterSpec { name: p.name.clone(), shape: p.shape.clone(), dtype: DTYPE_F32.into() })
+            .map(|p| ParameterSpec {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                dtype: DTYPE_F32.into(),
+            })
             .collect(),
         host: hostname(),
         device: config.device.clone(),
@@ -107,25 +112,52 @@ fn hostname() -> String {
 
 /// Runs a worker until the coordinator stops the run or `shutdown`
 /// resolves.
-pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<WorkerSummary> {
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WorkerSummary> {
     config.validate()?;
     let device = parse_device(&config.device)?;
     tch::set_num_threads(config.threads as i32);
-    let layout_model = Network::mlp(&config.problem.layer_sizes(), tch::Device::Cpu, config.problem.seed);
-    let mut client = connect(&config.coordinator, Duration::from_secs(config.connect_timeout_seconds)).await?;
+    let layout_model = Network::mlp(
+        &config.problem.layer_sizes(),
+        tch::Device::Cpu,
+        config.problem.seed,
+    );
+    let mut client = connect(
+        &config.coordinator,
+        Duration::from_secs(config.connect_timeout_seconds),
+    )
+    .await?;
     let reply = client
         .register(register_request(&config, &layout_model)?)
         .await
-        .map_err(|s| anyhow::anyhow!("the coordinator rejected registration of worker {}: {}", config.worker_id, s.message()))?
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "the coordinator rejected registration of worker {}: {}",
+                config.worker_id,
+                s.message()
+            )
+        })?
         .into_inner();
     let num_workers = reply.num_workers as usize;
     info!(worker = config.worker_id, workers = num_workers, parameters = reply.parameter_count, device = %config.device, "registered");
 
-    let (problem, solver, id) = (config.problem.clone(), config.solver.clone(), config.worker_id);
-    let local = tokio::task::spawn_blocking(move || LocalSolver::new(&problem, &solver, id, num_workers, device))
-        .await
-        .context("local solver set-up panicked")??;
-    info!(worker = id, shard_samples = local.shard_len(), "data shard loaded");
+    let (problem, solver, id) = (
+        config.problem.clone(),
+        config.solver.clone(),
+        config.worker_id,
+    );
+    let local = tokio::task::spawn_blocking(move || {
+        LocalSolver::new(&problem, &solver, id, num_workers, device)
+    })
+    .await
+    .context("local solver set-up panicked")??;
+    info!(
+        worker = id,
+        shard_samples = local.shard_len(),
+        "data shard loaded"
+    );
     tokio::pin!(shutdown);
     tokio::select! {
         result = round_loop(&mut client, id, reply.next_round, local) => result,
@@ -134,7 +166,12 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
 }
 
 /// Fetch, compute, upload, until stopped.
-async fn round_loop(client: &mut Client, id: usize, first_round: u64, mut local: LocalSolver) -> Result<WorkerSummary> {
+async fn round_loop(
+    client: &mut Client,
+    id: usize,
+    first_round: u64,
+    mut local: LocalSolver,
+) -> Result<WorkerSummary> {
     let n = local.network().num_params();
     let mut assembler = ChunkAssembler::new();
     let mut x = Vec::with_capacity(n);
@@ -144,7 +181,10 @@ async fn round_loop(client: &mut Client, id: usize, first_round: u64, mut local:
         let fetched = fetch(client, id, round, &mut assembler, n).await?;
         let Some((rho, values)) = fetched.parameters else {
             info!(worker = id, rounds = rounds_done, reason = %fetched.stop_reason, "coordinator stopped the run");
-            return Ok(WorkerSummary { rounds: rounds_done, stop_reason: fetched.stop_reason });
+            return Ok(WorkerSummary {
+                rounds: rounds_done,
+                stop_reason: fetched.stop_reason,
+            });
         };
         round = fetched.round;
         let started = Instant::now();
@@ -162,11 +202,31 @@ async fn round_loop(client: &mut Client, id: usize, first_round: u64, mut local:
         assembler.recycle(buffer);
         let stats = stats.with_context(|| format!("local x-update of round {round} failed"))?;
         let compute_seconds = started.elapsed().as_secs_f64();
-        debug!(worker = id, round, loss = stats.mean_loss, compute_seconds, "local update done");
+        debug!(
+            worker = id,
+            round,
+            loss = stats.mean_loss,
+            compute_seconds,
+            "local update done"
+        );
         if !stats.mean_loss.is_finite() {
-            warn!(worker = id, round, loss = stats.mean_loss, "local loss is not finite; the coordinator will reject this update");
+            warn!(
+                worker = id,
+                round,
+                loss = stats.mean_loss,
+                "local loss is not finite; the coordinator will reject this update"
+            );
         }
-        upload(client, id, round, &x, stats.mean_loss, compute_seconds, stats.samples).await?;
+        upload(
+            client,
+            id,
+            round,
+            &x,
+            stats.mean_loss,
+            compute_seconds,
+            stats.samples,
+        )
+        .await?;
         rounds_done += 1;
         round += 1;
     }
@@ -180,9 +240,18 @@ struct Fetched {
     stop_reason: String,
 }
 
-async fn fetch(client: &mut Client, id: usize, round: u64, assembler: &mut ChunkAssembler, n: usize) -> Result<Fetched> {
+async fn fetch(
+    client: &mut Client,
+    id: usize,
+    round: u64,
+    assembler: &mut ChunkAssembler,
+    n: usize,
+) -> Result<Fetched> {
     let mut stream = client
-        .fetch_round(FetchRoundRequest { worker_id: id as u32, round })
+        .fetch_round(FetchRoundRequest {
+            worker_id: id as u32,
+            round,
+        })
         .await
         .map_err(|s| anyhow::anyhow!("fetching round {round} failed: {}", s.message()))?
         .into_inner();
@@ -194,20 +263,39 @@ async fn fetch(client: &mut Client, id: usize, round: u64, assembler: &mut Chunk
         None => bail!("the coordinator closed round {round} without a header"),
     };
     if header.stop {
-        return Ok(Fetched { round: header.round, parameters: None, stop_reason: header.stop_reason });
+        return Ok(Fetched {
+            round: header.round,
+            parameters: None,
+            stop_reason: header.stop_reason,
+        });
     }
     assembler.reset(header.parameter_count * 2, 2 * n)?;
     while let Some(message) = stream.message().await? {
         match message.kind {
             Some(round_message::Kind::Chunk(chunk)) => assembler.push(&chunk)?,
-            _ => bail!("the coordinator sent a second header in round {}", header.round),
+            _ => bail!(
+                "the coordinator sent a second header in round {}",
+                header.round
+            ),
         }
     }
     assembler.finish()?;
-    Ok(Fetched { round: header.round, parameters: Some((header.rho, assembler.take())), stop_reason: String::new() })
+    Ok(Fetched {
+        round: header.round,
+        parameters: Some((header.rho, assembler.take())),
+        stop_reason: String::new(),
+    })
 }
 
-async fn upload(client: &mut Client, id: usize, round: u64, x: &[f32], loss: f64, compute_seconds: f64, samples: u64) -> Result<()> {
+async fn upload(
+    client: &mut Client,
+    id: usize,
+    round: u64,
+    x: &[f32],
+    loss: f64,
+    compute_seconds: f64,
+    samples: u64,
+) -> Result<()> {
     let header = UpdateHeader {
         worker_id: id as u32,
         round,
@@ -216,11 +304,20 @@ async fn upload(client: &mut Client, id: usize, round: u64, x: &[f32], loss: f64
         compute_seconds,
         samples,
     };
-    let mut messages = vec![UpdateMessage { kind: Some(update_message::Kind::Header(header)) }];
-    messages.extend(chunk_f32(x).map(|c| UpdateMessage { kind: Some(update_message::Kind::Chunk(c)) }));
+    let mut messages = vec![UpdateMessage {
+        kind: Some(update_message::Kind::Header(header)),
+    }];
+    messages.extend(chunk_f32(x).map(|c| UpdateMessage {
+        kind: Some(update_message::Kind::Chunk(c)),
+    }));
     client
         .submit_update(tokio_stream::iter(messages))
         .await
-        .map_err(|s| anyhow::anyhow!("the coordinator rejected the update of worker {id} for round {round}: {}", s.message()))?;
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "the coordinator rejected the update of worker {id} for round {round}: {}",
+                s.message()
+            )
+        })?;
     Ok(())
 }

@@ -59,7 +59,12 @@ fn quadratic_x_update(a: &[f32], z: &[f32], u: &[f32], rho: f64) -> Vec<f32> {
 }
 
 fn targets() -> Vec<Vec<f32>> {
-    vec![vec![1.0, -2.0, 0.5], vec![3.0, 0.0, -1.5], vec![-1.0, 4.0, 2.5], vec![0.5, 1.0, 0.0]]
+    vec![
+        vec![1.0, -2.0, 0.5],
+        vec![3.0, 0.0, -1.5],
+        vec![-1.0, 4.0, 2.5],
+        vec![0.5, 1.0, 0.0],
+    ]
 }
 
 fn run_quadratic_consensus(config: &AdmmConfig, rounds: u64) -> ConsensusState {
@@ -80,8 +85,9 @@ fn run_quadratic_consensus(config: &AdmmConfig, rounds: u64) -> ConsensusState {
 #[test]
 fn consensus_reaches_mean_for_each_rho() {
     let a = targets();
-    let mean: Vec<f64> =
-        (0..3).map(|j| a.iter().map(|t| f64::from(t[j])).sum::<f64>() / a.len() as f64).collect();
+    let mean: Vec<f64> = (0..3)
+        .map(|j| a.iter().map(|t| f64::from(t[j])).sum::<f64>() / a.len() as f64)
+        .collect();
     for rho in [1e-3, 1.0, 1e3] {
         let config = AdmmConfig {
             rho,
@@ -93,7 +99,13 @@ fn consensus_reaches_mean_for_each_rho() {
         let state = run_quadratic_consensus(&config, config.max_rounds);
         for j in 0..3 {
             let err = (f64::from(state.z[j]) - mean[j]).abs();
-            assert!(err < 1e-4, "rho={rho}: z[{j}]={} expected {} (round {})", state.z[j], mean[j], state.round);
+            assert!(
+                err < 1e-4,
+                "rho={rho}: z[{j}]={} expected {} (round {})",
+                state.z[j],
+                mean[j],
+                state.round
+            );
         }
     }
 }
@@ -109,7 +121,11 @@ fn adaptive_rho_reaches_mean_from_bad_start() {
         ..Default::default()
     };
     let state = run_quadratic_consensus(&config, config.max_rounds);
-    assert!((f64::from(state.z[0]) - 0.875).abs() < 1e-4, "z[0]={}", state.z[0]);
+    assert!(
+        (f64::from(state.z[0]) - 0.875).abs() < 1e-4,
+        "z[0]={}",
+        state.z[0]
+    );
     assert!(state.rho > 1e-3, "rho never grew: {}", state.rho);
 }
 
@@ -119,7 +135,11 @@ fn residuals_match_definitions() {
     state.locals = vec![vec![2.0, 2.0], vec![1.0, 4.0]];
     state.duals = vec![vec![0.5, 0.0], vec![0.0, -1.0]];
     state.z_prev = vec![0.0, 2.0];
-    let config = AdmmConfig { eps_abs: 0.1, eps_rel: 0.01, ..Default::default() };
+    let config = AdmmConfig {
+        eps_abs: 0.1,
+        eps_rel: 0.01,
+        ..Default::default()
+    };
     let r = state.residuals(&config);
     // Σ‖x_i − z‖² = (1 + 0) + (0 + 4) = 5.
     assert!((r.primal - 5f64.sqrt()).abs() < 1e-12);
@@ -136,12 +156,19 @@ fn residuals_match_definitions() {
 fn rho_change_keeps_unscaled_duals() {
     let mut state = ConsensusState::new(vec![0.0; 3], 2, 4.0);
     state.duals = vec![vec![0.25, -1.0, 3.0], vec![2.0, 0.0, -0.5]];
-    let before: Vec<Vec<f64>> =
-        state.duals.iter().map(|u| u.iter().map(|&v| 4.0 * f64::from(v)).collect()).collect();
+    let before: Vec<Vec<f64>> = state
+        .duals
+        .iter()
+        .map(|u| u.iter().map(|&v| 4.0 * f64::from(v)).collect())
+        .collect();
     state.rescale_rho(0.5);
     for (u, lambda) in state.duals.iter().zip(&before) {
         for (&v, &l) in u.iter().zip(lambda) {
-            assert!((0.5 * f64::from(v) - l).abs() < 1e-6, "λ changed: {l} -> {}", 0.5 * v);
+            assert!(
+                (0.5 * f64::from(v) - l).abs() < 1e-6,
+                "λ changed: {l} -> {}",
+                0.5 * v
+            );
         }
     }
     assert_eq!(state.rho, 0.5);
@@ -159,17 +186,27 @@ fn over_relaxation_matches_formula() {
         state.set_local(i, x).unwrap();
     }
     let duals_before = state.duals.clone();
-    let config = AdmmConfig { rho, alpha, ..Default::default() };
+    let config = AdmmConfig {
+        rho,
+        alpha,
+        ..Default::default()
+    };
     state.step(&config);
     for j in 0..2 {
         let relaxed: Vec<f64> = (0..2)
             .map(|i| alpha * f64::from(locals[i][j]) + (1.0 - alpha) * f64::from(z0[j]))
             .collect();
-        let v = (0..2).map(|i| relaxed[i] + f64::from(duals_before[i][j])).sum::<f64>() / 2.0;
+        let v = (0..2)
+            .map(|i| relaxed[i] + f64::from(duals_before[i][j]))
+            .sum::<f64>()
+            / 2.0;
         assert!((f64::from(state.z[j]) - v).abs() < 1e-6, "z[{j}]");
         for i in 0..2 {
             let u = f64::from(duals_before[i][j]) + relaxed[i] - v;
-            assert!((f64::from(state.duals[i][j]) - u).abs() < 1e-6, "u[{i}][{j}]");
+            assert!(
+                (f64::from(state.duals[i][j]) - u).abs() < 1e-6,
+                "u[{i}][{j}]"
+            );
         }
     }
 }
@@ -194,7 +231,10 @@ fn two_block_theta2_formula() {
         state.step(&config);
         for j in 0..3 {
             let theta2 = (rho * f64::from(theta1[j]) - lambda[j]) / (1.0 + rho);
-            assert!((f64::from(state.z[j]) - theta2).abs() < 1e-5, "rho={rho} j={j}");
+            assert!(
+                (f64::from(state.z[j]) - theta2).abs() < 1e-5,
+                "rho={rho} j={j}"
+            );
             // λ ← λ + ρ(θ₂ − θ₁), mapped back through λ = −ρ·u.
             let lambda_next = lambda[j] + rho * (theta2 - f64::from(theta1[j]));
             assert!((-rho * f64::from(state.duals[0][j]) - lambda_next).abs() < 1e-5);
@@ -207,11 +247,31 @@ fn bad_locals_rejected_without_touching_state() {
     let mut state = ConsensusState::new(vec![1.0; 4], 2, 1.0);
     let z_before = state.z.clone();
     let err = state.set_local(0, &[1.0; 3]).unwrap_err();
-    assert_eq!(err, StateError::Length { worker: 0, expected: 4, got: 3 });
+    assert_eq!(
+        err,
+        StateError::Length {
+            worker: 0,
+            expected: 4,
+            got: 3
+        }
+    );
     let err = state.set_local(1, &[1.0, f32::NAN, 1.0, 1.0]).unwrap_err();
-    assert!(matches!(err, StateError::NonFinite { worker: 1, index: 1, .. }));
+    assert!(matches!(
+        err,
+        StateError::NonFinite {
+            worker: 1,
+            index: 1,
+            ..
+        }
+    ));
     let err = state.set_local(5, &[1.0; 4]).unwrap_err();
-    assert_eq!(err, StateError::UnknownWorker { worker: 5, num_workers: 2 });
+    assert_eq!(
+        err,
+        StateError::UnknownWorker {
+            worker: 5,
+            num_workers: 2
+        }
+    );
     assert_eq!(state.z, z_before);
     assert_eq!(state.locals, vec![vec![1.0; 4]; 2]);
 }

@@ -35,13 +35,20 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("failed to listen on {}; is another coordinator using that port?", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "failed to listen on {}; is another coordinator using that port?",
+                    config.listen
+                )
+            })?;
         if let Some(path) = address_file {
             let address = listener.local_addr()?;
             std::fs::write(&path, address.to_string())
                 .with_context(|| format!("failed to write the address file {}", path.display()))?;
         }
-        let summary = admm_coordinator::run(config, listener, admm_report::logging::shutdown_signal()).await?;
+        let summary =
+            admm_coordinator::run(config, listener, admm_report::logging::shutdown_signal())
+                .await?;
         tracing::info!(rounds = summary.rounds, reason = %summary.stop_reason, "coordinator done");
         Ok(())
     })

@@ -33,7 +33,9 @@ pub enum IdxError {
         source: std::io::Error,
     },
     /// Too short to hold even the header.
-    #[error("{path} is {len} bytes, too short for an IDX header; the file is truncated or not IDX")]
+    #[error(
+        "{path} is {len} bytes, too short for an IDX header; the file is truncated or not IDX"
+    )]
     NoHeader {
         /// File path.
         path: PathBuf,
@@ -90,12 +92,18 @@ pub struct IdxArray {
 /// Reads an IDX file of u8 values with the `expected` magic (2051 for
 /// images, 2049 for labels), raw or gzip-compressed.
 pub fn read_idx(path: &Path, expected: u32) -> Result<IdxArray, IdxError> {
-    let raw = std::fs::read(path).map_err(|source| IdxError::Io { path: path.into(), source })?;
+    let raw = std::fs::read(path).map_err(|source| IdxError::Io {
+        path: path.into(),
+        source,
+    })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|source| IdxError::Gzip { path: path.into(), source })?;
+            .map_err(|source| IdxError::Gzip {
+                path: path.into(),
+                source,
+            })?;
         out
     } else {
         raw
@@ -107,7 +115,10 @@ pub fn read_idx(path: &Path, expected: u32) -> Result<IdxArray, IdxError> {
 /// errors.
 pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, IdxError> {
     if bytes.len() < 4 {
-        return Err(IdxError::NoHeader { path: path.into(), len: bytes.len() });
+        return Err(IdxError::NoHeader {
+            path: path.into(),
+            len: bytes.len(),
+        });
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if magic != expected {
@@ -115,14 +126,21 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, I
             path: path.into(),
             found: magic,
             expected,
-            what: if expected == IMAGES_MAGIC { "images" } else { "labels" },
+            what: if expected == IMAGES_MAGIC {
+                "images"
+            } else {
+                "labels"
+            },
             hint: magic_hint(magic),
         });
     }
     let rank = (magic & 0xff) as usize;
     let header = 4 + 4 * rank;
     if bytes.len() < header {
-        return Err(IdxError::NoHeader { path: path.into(), len: bytes.len() });
+        return Err(IdxError::NoHeader {
+            path: path.into(),
+            len: bytes.len(),
+        });
     }
     let dims: Vec<usize> = (0..rank)
         .map(|d| {
@@ -131,12 +149,23 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, I
         })
         .collect();
     // Checked so that a corrupt header cannot overflow into a small size.
-    let needed = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
+    let needed = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX);
     let found = bytes.len() - header;
     if found < needed {
-        return Err(IdxError::Truncated { path: path.into(), dims, needed, found });
+        return Err(IdxError::Truncated {
+            path: path.into(),
+            dims,
+            needed,
+            found,
+        });
     }
-    Ok(IdxArray { dims, values: bytes[header..header + needed].to_vec() })
+    Ok(IdxArray {
+        dims,
+        values: bytes[header..header + needed].to_vec(),
+    })
 }
 
 fn magic_hint(found: u32) -> String {
@@ -170,7 +199,10 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut encoder, &bytes).unwrap();
         std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
-        let expected = IdxArray { dims: vec![3], values: vec![7, 1, 9] };
+        let expected = IdxArray {
+            dims: vec![3],
+            values: vec![7, 1, 9],
+        };
         assert_eq!(read_idx(&raw, LABELS_MAGIC).unwrap(), expected);
         assert_eq!(read_idx(&gz, LABELS_MAGIC).unwrap(), expected);
     }
@@ -178,7 +210,9 @@ mod tests {
     #[test]
     fn images_given_as_labels_named() {
         let bytes = idx_bytes(IMAGES_MAGIC, &[1, 2, 2], &[0, 1, 2, 3]);
-        let err = parse_idx(Path::new("x"), &bytes, LABELS_MAGIC).unwrap_err().to_string();
+        let err = parse_idx(Path::new("x"), &bytes, LABELS_MAGIC)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("magic number 2051, expected 2049"), "{err}");
         assert!(err.contains("images file"), "{err}");
     }
@@ -187,7 +221,17 @@ mod tests {
     fn truncated_file_rejected() {
         let bytes = idx_bytes(IMAGES_MAGIC, &[2, 2, 2], &[0; 5]);
         let err = parse_idx(Path::new("t"), &bytes, IMAGES_MAGIC).unwrap_err();
-        assert!(matches!(err, IdxError::Truncated { needed: 8, found: 5, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                IdxError::Truncated {
+                    needed: 8,
+                    found: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

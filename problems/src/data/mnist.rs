@@ -79,16 +79,27 @@ pub fn read_raw(dir: &Path, split: Split) -> Result<RawMnist> {
         .into());
     }
     if let Some(bad) = labels.values.iter().find(|&&l| l > 9) {
-        bail!("{} holds label {bad}, expected 0..=9", labels_path.display());
+        bail!(
+            "{} holds label {bad}, expected 0..=9",
+            labels_path.display()
+        );
     }
-    Ok(RawMnist { images: images.values, labels: labels.values, count })
+    Ok(RawMnist {
+        images: images.values,
+        labels: labels.values,
+        count,
+    })
 }
 
 /// Loads one split as standardized `[count, 784]` inputs and `i64` labels,
 /// keeping the first `limit` images when `limit` is non-zero.
 pub fn load(dir: &Path, split: Split, limit: usize) -> Result<Dataset> {
     let raw = read_raw(dir, split)?;
-    let count = if limit == 0 { raw.count } else { limit.min(raw.count) };
+    let count = if limit == 0 {
+        raw.count
+    } else {
+        limit.min(raw.count)
+    };
     let pixels = &raw.images[..count * 784];
     let inputs = Tensor::from_slice(pixels)
         .view([count as i64, 784])

@@ -45,7 +45,10 @@ impl Dataset {
 
     /// Moves both tensors to `device`.
     pub fn to_device(&self, device: tch::Device) -> Dataset {
-        Dataset { inputs: self.inputs.to_device(device), targets: self.targets.to_device(device) }
+        Dataset {
+            inputs: self.inputs.to_device(device),
+            targets: self.targets.to_device(device),
+        }
     }
 }
 

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let config = cli.args.into_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let summary = admm_worker::run(config, admm_report::logging::shutdown_signal()).await?;
         tracing::info!(rounds = summary.rounds, reason = %summary.stop_reason, "worker done");

@@ -1,0 +1,108 @@
+//! Turning resolved options back into the command-line flags of the
+//! coordinator and worker binaries.
+
+use admm_coordinator::config::RegularizerKind;
+use admm_coordinator::AdmmArgs;
+use admm_problems::spec::{OptimizerKind, ProblemSpec, SolverSpec};
+
+/// Flags that reproduce a problem spec.
+pub fn problem_flags(spec: &ProblemSpec) -> Vec<String> {
+    let mut flags = vec![
+        "--problem".into(),
+        spec.problem.to_string(),
+        "--seed".into(),
+        spec.seed.to_string(),
+        "--hidden".into(),
+        hidden_flag(&spec.hidden_layers()),
+        "--dim".into(),
+        spec.dim.to_string(),
+        "--outputs".into(),
+        spec.outputs.to_string(),
+        "--samples".into(),
+        spec.samples.to_string(),
+        "--noise".into(),
+        spec.noise.to_string(),
+        "--train-limit".into(),
+        spec.train_limit.to_string(),
+        "--eval-samples".into(),
+        spec.eval_samples.to_string(),
+    ];
+    if let Some(dir) = &spec.data_dir {
+        flags.push("--data-dir".into());
+        flags.push(dir.display().to_string());
+    }
+    flags
+}
+
+fn hidden_flag(layers: &[usize]) -> String {
+    if layers.is_empty() {
+        "none".into()
+    } else {
+        layers
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Flags that reproduce a solver spec.
+pub fn solver_flags(spec: &SolverSpec) -> Vec<String> {
+    let optimizer = match spec.optimizer {
+        OptimizerKind::Adam => "adam",
+        OptimizerKind::Sgd => "sgd",
+    };
+    vec![
+        "--optimizer".into(),
+        optimizer.into(),
+        "--lr".into(),
+        spec.lr.to_string(),
+        "--momentum".into(),
+        spec.momentum.to_string(),
+        "--local-steps".into(),
+        spec.local_steps.to_string(),
+        "--batch-size".into(),
+        spec.batch_size.to_string(),
+    ]
+}
+
+/// Flags that reproduce the ADMM options.
+pub fn admm_flags(args: &AdmmArgs) -> Vec<String> {
+    let mut flags = vec![
+        "--rho".into(),
+        args.rho.to_string(),
+        "--alpha".into(),
+        args.alpha.to_string(),
+        "--gamma".into(),
+        args.gamma.to_string(),
+        "--rho-mu".into(),
+        args.rho_mu.to_string(),
+        "--rho-tau".into(),
+        args.rho_tau.to_string(),
+        "--rho-min".into(),
+        args.rho_min.to_string(),
+        "--rho-max".into(),
+        args.rho_max.to_string(),
+        "--eps-abs".into(),
+        args.eps_abs.to_string(),
+        "--eps-rel".into(),
+        args.eps_rel.to_string(),
+        "--max-rounds".into(),
+        args.max_rounds.to_string(),
+    ];
+    if let Some(kind) = args.regularizer {
+        flags.push("--regularizer".into());
+        flags.push(
+            match kind {
+                RegularizerKind::None => "none",
+                RegularizerKind::L2 => "l2",
+                RegularizerKind::L1 => "l1",
+            }
+            .into(),
+        );
+    }
+    if args.adaptive_rho {
+        flags.push("--adaptive-rho".into());
+    }
+    flags
+}
