@@ -17,13 +17,13 @@ pub struct Residuals {
 }
 
 impl Residuals {
-    /// Whether both residuals are within their tolerances.
+    /// Returns whether both residuals are within their tolerances.
     pub fn converged(&self) -> bool {
         self.primal <= self.eps_primal && self.dual <= self.eps_dual
     }
 }
 
-/// Why a run stopped.
+/// Reason a run stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {

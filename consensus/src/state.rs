@@ -17,7 +17,7 @@ pub enum StateError {
         /// Length received.
         got: usize,
     },
-    /// x_i holds NaN or ±Inf.
+    /// x_i contains NaN or ±Inf.
     #[error("worker {worker} sent a non-finite value {value} at index {index}")]
     NonFinite {
         /// Worker index.
@@ -37,7 +37,7 @@ pub enum StateError {
     },
 }
 
-/// What one coordinator step produced.
+/// Result of one coordinator step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoundOutcome {
     /// Residuals after the z- and dual updates.
@@ -90,7 +90,7 @@ impl ConsensusState {
         self.z.len()
     }
 
-    /// Whether the model has no parameters.
+    /// Returns whether the model has no parameters.
     pub fn is_empty(&self) -> bool {
         self.z.is_empty()
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Which g(z) the coordinator holds.
+/// Kind of the regularizer g(z) at the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RegularizerKind {
@@ -63,7 +63,7 @@ pub struct AdmmArgs {
 }
 
 impl AdmmArgs {
-    /// The ADMM configuration, with the problem's default regularizer.
+    /// Builds the ADMM configuration, with the problem's default regularizer.
     pub fn resolve(&self, problem: ProblemKind) -> AdmmConfig {
         let kind = self.regularizer.unwrap_or(match problem {
             ProblemKind::Regression => RegularizerKind::L2,

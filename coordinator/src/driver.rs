@@ -25,6 +25,9 @@ use tracing::{info, warn};
 /// before it closes the server.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Stop reason of a run ended by a signal.
+const INTERRUPTED: &str = "interrupted";
+
 /// The result of a finished run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -107,7 +110,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         outcome = rounds.run(&mut state) => outcome,
-        _ = &mut shutdown => Ok("interrupted".to_string()),
+        _ = &mut shutdown => Ok(INTERRUPTED.to_string()),
     };
     let stop_reason = match outcome {
         Ok(reason) => reason,
@@ -135,7 +138,11 @@ pub async fn run(
     {
         warn!(error = %format!("{e:#}"), "failed to write plots");
     }
-    wait_for_stop_delivery(&shared).await;
+    // On a signal the workers are being stopped too, so nobody waits for
+    // the stop message.
+    if stop_reason != INTERRUPTED {
+        wait_for_stop_delivery(&shared).await;
+    }
     let _ = server_stop_tx.send(());
     if let Ok(Err(e)) = server.await {
         warn!(error = %e, "server ended with an error");

@@ -1,4 +1,4 @@
-//! What the coordinator broadcasts for one round, encoded once into wire
+//! The message the coordinator broadcasts for one round, encoded once into wire
 //! chunks that every fetch shares.
 
 use admm_proto::chunk_f32;
@@ -35,7 +35,7 @@ impl Published {
         }
     }
 
-    /// The end of the run after `round` rounds.
+    /// Builds the end-of-run message after `round` rounds.
     pub fn stop(round: u64, rho: f64, reason: String) -> Self {
         Self {
             round,

@@ -1,6 +1,6 @@
 //! The gRPC handlers: registration with layout checks, round fetches that
 //! wait for the round to be published, and chunked uploads that are checked
-//! in full before the round driver sees them.
+//! in full before they reach the round driver.
 
 use crate::round::{Published, Upload};
 use admm_problems::ParamSpec;
@@ -33,7 +33,7 @@ pub struct WorkerInfo {
     pub settings: serde_json::Value,
 }
 
-/// What every registering worker must match.
+/// The model every registering worker must match.
 #[derive(Debug, Clone)]
 pub struct ExpectedModel {
     /// Problem and model name, such as `mnist/mlp-784-256-10`.
@@ -46,7 +46,7 @@ pub struct ExpectedModel {
 
 /// State shared by the handlers and the round driver.
 pub struct Shared {
-    /// What registrations are checked against.
+    /// Model that registrations are checked against.
     pub expected: ExpectedModel,
     /// Number of workers N.
     pub num_workers: usize,

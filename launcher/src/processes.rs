@@ -93,7 +93,7 @@ impl Supervised {
         })
     }
 
-    /// The exit status, once the child has exited.
+    /// Polls the exit status, cached once the child has exited.
     fn poll(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
             self.status = self.child.try_wait()?;
@@ -101,7 +101,7 @@ impl Supervised {
         Ok(self.status)
     }
 
-    /// The exit status, once the child has exited.
+    /// Returns the exit status once the child has exited.
     pub fn exit_status(&mut self) -> Result<Option<ExitStatus>> {
         self.poll()
     }
@@ -165,7 +165,7 @@ pub async fn supervise(
             _ = &mut shutdown => {
                 warn!("stopping every process");
                 terminate_all(children).await;
-                bail!("interrupted; the run directory holds what was written so far");
+                bail!("interrupted; the run directory keeps what was written so far");
             }
         }
     }

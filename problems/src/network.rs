@@ -5,10 +5,14 @@
 //! `fc0.bias`, `fc1.weight`, … Every process builds the same layout from
 //! the same options, and the coordinator checks it at registration.
 
+use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+/// Random stream of the initial weights.
+const INIT_STREAM: u64 = 7;
 
 /// Name, shape and element type of one parameter tensor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +52,6 @@ impl Network {
     /// Builds an MLP with layer widths `sizes` (input first, output last)
     /// on `device`, with weights drawn from `seed`.
     pub fn mlp(sizes: &[usize], device: Device, seed: u64) -> Self {
-        tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let mut layers = Vec::new();
@@ -80,15 +83,35 @@ impl Network {
                 dtype: "f32".into(),
             })
             .collect();
-        Self {
+        let mut network = Self {
             vs,
             layers,
             params,
             layout,
+        };
+        network.initialize(sizes, seed);
+        network
+    }
+
+    /// Draws every weight and bias uniformly from ±1/sqrt(fan_in), the
+    /// bounds of PyTorch's default `Linear` initialization. The values come
+    /// from a generator of our own rather than libtorch's global one, so
+    /// that building models on several threads stays deterministic.
+    fn initialize(&mut self, sizes: &[usize], seed: u64) {
+        let mut rng = SplitMix64::new(seed, INIT_STREAM);
+        let mut theta = Vec::with_capacity(self.num_params());
+        for pair in sizes.windows(2) {
+            let bound = 1.0 / (pair[0] as f64).sqrt();
+            let count = pair[0] * pair[1] + pair[1];
+            theta.extend((0..count).map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32));
+        }
+        // The length matches by construction: each layer is its weight, then its bias.
+        if let Err(e) = self.load_flat(&theta) {
+            unreachable!("initial parameters do not fit the layout: {e}");
         }
     }
 
-    /// The forward pass: linear layers with ReLU between them.
+    /// Runs the forward pass: linear layers with ReLU between them.
     pub fn forward(&self, input: &Tensor) -> Tensor {
         let mut x = input.shallow_clone();
         let last = self.layers.len().saturating_sub(1);
@@ -101,7 +124,7 @@ impl Network {
         x
     }
 
-    /// The variable store, for building optimizers.
+    /// Returns the variable store, for building optimizers.
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }

@@ -169,7 +169,7 @@ impl LocalSolver {
         })
     }
 
-    /// The model, for its layout.
+    /// Returns the model, for its layout.
     pub fn network(&self) -> &Network {
         &self.net
     }

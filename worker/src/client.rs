@@ -1,5 +1,5 @@
 //! The worker's side of the protocol: connect (with retries), register,
-//! then fetch, compute and upload until the coordinator says stop.
+//! then fetch, compute and upload until the coordinator ends the run.
 
 use crate::config::WorkerConfig;
 use admm_problems::objective::LocalSolver;
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// What a worker did before it stopped.
+/// Outcome of a worker run.
 #[derive(Debug, Clone)]
 pub struct WorkerSummary {
     /// Rounds computed.
@@ -81,7 +81,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The registration request describing this worker and its model.
+/// Builds the registration request that describes this worker and its model.
 fn register_request(config: &WorkerConfig, network: &Network) -> Result<RegisterRequest> {
     Ok(RegisterRequest {
         protocol_version: PROTOCOL_VERSION,

@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 const PIXEL_MEAN: f64 = 0.1307;
 const PIXEL_STD: f64 = 0.3081;
 
-/// Which half of MNIST to load.
+/// Half of MNIST to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     /// 60000 training images.
@@ -80,7 +80,7 @@ pub fn read_raw(dir: &Path, split: Split) -> Result<RawMnist> {
     }
     if let Some(bad) = labels.values.iter().find(|&&l| l > 9) {
         bail!(
-            "{} holds label {bad}, expected 0..=9",
+            "{} contains invalid label {bad}, expected 0..=9; the file is corrupt",
             labels_path.display()
         );
     }

@@ -27,21 +27,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The MNIST folder from `ADMM_MNIST_DIR`.
+/// Returns the MNIST folder from `ADMM_MNIST_DIR`.
 pub fn mnist_dir() -> PathBuf {
     let dir = std::env::var_os("ADMM_MNIST_DIR")
         .expect("set ADMM_MNIST_DIR to the folder holding the MNIST IDX files");
     PathBuf::from(dir)
 }
 
-/// A command for a workspace binary with plain, colourless logs.
+/// Builds a command for a workspace binary with plain, colourless logs.
 pub fn command(name: &str) -> Command {
     let mut command = Command::new(binary(name));
     command.env("NO_COLOR", "1").env("RUST_LOG", "info");
     command
 }
 
-/// A small linear regression problem.
+/// Returns a small linear regression problem.
 pub fn tiny_regression() -> ProblemSpec {
     ProblemSpec {
         dim: 3,
@@ -51,7 +51,7 @@ pub fn tiny_regression() -> ProblemSpec {
     }
 }
 
-/// A coordinator configuration for in-process tests.
+/// Builds a coordinator configuration for in-process tests.
 pub fn coordinator_config(
     problem: ProblemSpec,
     workers: usize,
