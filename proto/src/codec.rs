@@ -123,6 +123,110 @@ impl ChunkAssembler {
     }
 }
 
+/// Runs one fuzzer input through a [`ChunkAssembler`], as a receiver does
+/// with one upload, and panics where the result breaks the assembler's
+/// contract: a wrong declared count is rejected, the stream is rejected as
+/// soon as it passes the declared length or when it ends short of it, and a
+/// complete stream yields exactly the bytes sent. Returns whether the
+/// upload was accepted. The fuzz targets and the bounded smoke test both call
+/// this, so the two check the same properties.
+///
+/// Input layout: bytes 0..2 are the model's parameter count (u16, little
+/// endian) and bytes 2..10 the count the sender declares (u64, little
+/// endian). The rest is a sequence of chunks, each a u16 little-endian
+/// length followed by that many bytes, or fewer where the input ends.
+/// Missing header bytes read as zero.
+pub fn check_fuzz_input(data: &[u8]) -> bool {
+    let mut header = [0u8; 10];
+    let header_len = data.len().min(header.len());
+    header[..header_len].copy_from_slice(&data[..header_len]);
+    let expected = usize::from(u16::from_le_bytes([header[0], header[1]]));
+    let declared = u64::from_le_bytes([
+        header[2], header[3], header[4], header[5], header[6], header[7], header[8], header[9],
+    ]);
+    let chunks = split_chunks(&data[header_len..]);
+
+    let mut assembler = ChunkAssembler::new();
+    let accepted = assert_stream(&mut assembler, declared, expected, &chunks);
+    // A second upload into the same assembler, after its buffer was taken
+    // and handed back, exercises the reuse the receivers rely on.
+    let buffer = assembler.take();
+    assembler.recycle(buffer);
+    assert_stream(&mut assembler, expected as u64, expected, &chunks);
+    accepted
+}
+
+/// Splits the fuzzer's chunk sequence into its chunks.
+fn split_chunks(mut rest: &[u8]) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    while let [low, high, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*low, *high])).min(tail.len());
+        let (chunk, after) = tail.split_at(len);
+        chunks.push(chunk);
+        rest = after;
+    }
+    chunks
+}
+
+/// Receives `chunks` after a header declaring `declared` values, and checks
+/// each result against the stream's length. Returns whether the values were
+/// accepted.
+fn assert_stream(
+    assembler: &mut ChunkAssembler,
+    declared: u64,
+    expected: usize,
+    chunks: &[&[u8]],
+) -> bool {
+    if declared != expected as u64 {
+        assert_eq!(
+            assembler.reset(declared, expected),
+            Err(CodecError::WrongCount { expected, declared })
+        );
+        return false;
+    }
+    assert_eq!(assembler.reset(declared, expected), Ok(()));
+    let expected_bytes = expected * 4;
+    assert_eq!(assembler.expected_bytes(), expected_bytes);
+    let mut sent = Vec::new();
+    for chunk in chunks {
+        let received = sent.len() + chunk.len();
+        if received > expected_bytes {
+            assert_eq!(
+                assembler.push(chunk),
+                Err(CodecError::TooLong {
+                    expected: expected_bytes,
+                    received
+                })
+            );
+            return false;
+        }
+        assert_eq!(assembler.push(chunk), Ok(()));
+        sent.extend_from_slice(chunk);
+    }
+    match assembler.finish() {
+        Ok(values) => {
+            assert_eq!(sent.len(), expected_bytes, "accepted a short stream");
+            let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+            let sent_bits: Vec<u32> = sent
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(bits, sent_bits, "values differ from the bytes sent");
+            true
+        }
+        Err(err) => {
+            assert_eq!(
+                err,
+                CodecError::TooShort {
+                    expected: expected_bytes,
+                    received: sent.len()
+                }
+            );
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,24 +17,30 @@ pub const LABELS_MAGIC: u32 = 2049;
 #[derive(Debug, Error)]
 pub enum IdxError {
     /// The file could not be read.
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {cause}; check that the file exists and is readable")]
     Io {
         /// File path.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error, shown in the message rather than chained as a
+        /// source so that it is printed once.
+        cause: std::io::Error,
     },
     /// The gzip stream is corrupt or truncated.
-    #[error("{path} looks gzip-compressed but does not decompress ({source}); download it again")]
+    #[error(
+        "failed to decompress {path}: {cause}; the gzip stream is truncated or corrupt, \
+         download the file again"
+    )]
     Gzip {
         /// File path.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error, shown in the message rather than chained as a
+        /// source so that it is printed once.
+        cause: std::io::Error,
     },
     /// Too short to hold even the header.
     #[error(
-        "{path} is {len} bytes, too short for an IDX header; the file is truncated or not IDX"
+        "{path} is {len} bytes, too short for an IDX header; the file is truncated or not an IDX \
+         file, download it again"
     )]
     NoHeader {
         /// File path.
@@ -43,7 +49,7 @@ pub enum IdxError {
         len: usize,
     },
     /// Another magic number than expected.
-    #[error("{path} has magic number {found}, expected {expected} ({what}){hint}")]
+    #[error("{path} has magic number {found}, expected {expected} ({what}); {hint}")]
     Magic {
         /// File path.
         path: PathBuf,
@@ -53,23 +59,30 @@ pub enum IdxError {
         expected: u32,
         /// "images" or "labels".
         what: &'static str,
-        /// Extra advice, such as "this is a labels file".
-        hint: String,
+        /// Advice naming what the file is instead and the fix.
+        hint: &'static str,
     },
     /// Fewer value bytes than the header's dimensions require.
-    #[error("{path} is shorter than its header says: dimensions {dims:?} need {needed} bytes of values, found {found}; the file is truncated")]
+    #[error(
+        "{path} is shorter than its header says: dimensions {dims:?} need {needed} bytes of \
+         values, found {found}; the file is truncated, download it again"
+    )]
     Truncated {
         /// File path.
         path: PathBuf,
         /// Dimensions from the header.
         dims: Vec<usize>,
-        /// Bytes needed.
+        /// Bytes needed, or `usize::MAX` when the product of the dimensions
+        /// overflows.
         needed: usize,
         /// Bytes present.
         found: usize,
     },
     /// Dimensions that do not fit the expected data.
-    #[error("{path} has dimensions {dims:?}, expected {expected}")]
+    #[error(
+        "{path} has dimensions {dims:?}, expected {expected}; replace it with the original \
+         MNIST file"
+    )]
     Shape {
         /// File path.
         path: PathBuf,
@@ -89,30 +102,87 @@ pub struct IdxArray {
     pub values: Vec<u8>,
 }
 
+/// First two bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// Reads an IDX file of u8 values with the `expected` magic (2051 for
 /// images, 2049 for labels), raw or gzip-compressed.
 pub fn read_idx(path: &Path, expected: u32) -> Result<IdxArray, IdxError> {
-    let raw = std::fs::read(path).map_err(|source| IdxError::Io {
+    let file_bytes = std::fs::read(path).map_err(|cause| IdxError::Io {
         path: path.into(),
-        source,
+        cause,
     })?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|source| IdxError::Gzip {
-                path: path.into(),
-                source,
-            })?;
-        out
+    decode_idx(path, &file_bytes, expected)
+}
+
+/// Decodes the content of an IDX file, decompressing it first when it
+/// starts with the gzip magic; `path` only names the source in errors.
+pub fn decode_idx(path: &Path, file_bytes: &[u8], expected: u32) -> Result<IdxArray, IdxError> {
+    if file_bytes.starts_with(&GZIP_MAGIC) {
+        let bytes = decompress(path, file_bytes)?;
+        parse_idx(path, &bytes, expected)
     } else {
-        raw
+        parse_idx(path, file_bytes, expected)
+    }
+}
+
+/// Decompresses a gzip stream, keeping no more than the header and the
+/// value bytes the header declares, so that memory stays bounded by the
+/// data actually present however large the stream expands.
+fn decompress(path: &Path, compressed: &[u8]) -> Result<Vec<u8>, IdxError> {
+    let gzip_error = |cause| IdxError::Gzip {
+        path: path.into(),
+        cause,
     };
-    parse_idx(path, &bytes, expected)
+    let mut decoder = GzDecoder::new(compressed);
+    let mut bytes = Vec::new();
+    read_at_most(&mut decoder, &mut bytes, 4).map_err(gzip_error)?;
+    if let Some(&rank) = bytes.get(3) {
+        let header = header_len(usize::from(rank));
+        read_at_most(&mut decoder, &mut bytes, header - 4).map_err(gzip_error)?;
+        if bytes.len() == header {
+            let needed = value_count(&read_dims(&bytes, usize::from(rank)));
+            read_at_most(&mut decoder, &mut bytes, needed).map_err(gzip_error)?;
+        }
+    }
+    // Reading the rest, into a fixed-size buffer, makes the decoder check
+    // the stream's CRC-32 and length, which catch a corrupt body.
+    std::io::copy(&mut decoder, &mut std::io::sink()).map_err(gzip_error)?;
+    Ok(bytes)
+}
+
+/// Appends up to `limit` bytes of `reader` to `out`; fewer at its end.
+fn read_at_most(reader: &mut impl Read, out: &mut Vec<u8>, limit: usize) -> std::io::Result<()> {
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    reader.take(limit).read_to_end(out)?;
+    Ok(())
+}
+
+/// Length of an IDX header of `rank` dimensions: the magic, then one u32
+/// per dimension.
+fn header_len(rank: usize) -> usize {
+    4 + 4 * rank
+}
+
+/// The `rank` big-endian u32 dimensions after the magic of a complete header.
+fn read_dims(header: &[u8], rank: usize) -> Vec<usize> {
+    header[4..header_len(rank)]
+        .chunks_exact(4)
+        .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
+        .collect()
+}
+
+/// Number of values of an array of `dims`, saturated at `usize::MAX` so
+/// that a corrupt header cannot overflow into a small size.
+fn value_count(dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 /// Parses IDX bytes (already decompressed); `path` only names the source in
-/// errors.
+/// errors. Nothing is allocated before the header's size is checked against
+/// the bytes present.
 pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, IdxError> {
     if bytes.len() < 4 {
         return Err(IdxError::NoHeader {
@@ -135,24 +205,15 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, I
         });
     }
     let rank = (magic & 0xff) as usize;
-    let header = 4 + 4 * rank;
+    let header = header_len(rank);
     if bytes.len() < header {
         return Err(IdxError::NoHeader {
             path: path.into(),
             len: bytes.len(),
         });
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|d| {
-            let at = 4 + 4 * d;
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
-        })
-        .collect();
-    // Checked so that a corrupt header cannot overflow into a small size.
-    let needed = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .unwrap_or(usize::MAX);
+    let dims = read_dims(bytes, rank);
+    let needed = value_count(&dims);
     let found = bytes.len() - header;
     if found < needed {
         return Err(IdxError::Truncated {
@@ -168,12 +229,52 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected: u32) -> Result<IdxArray, I
     })
 }
 
-fn magic_hint(found: u32) -> String {
+/// Advice for a file of magic `found`: what it is instead, and the fix.
+fn magic_hint(found: u32) -> &'static str {
     match found {
-        IMAGES_MAGIC => "; this is an images file, check which file was given as labels".into(),
-        LABELS_MAGIC => "; this is a labels file, check which file was given as images".into(),
-        _ => "; the file is not an uncompressed or gzip-compressed IDX file".into(),
+        IMAGES_MAGIC => "the file contains images, not labels: put the labels file under this name",
+        LABELS_MAGIC => "the file contains labels, not images: put the images file under this name",
+        _ => "the file is not an MNIST IDX file (raw or gzip-compressed): download it again",
     }
+}
+
+/// Runs one fuzzer input through [`decode_idx`] as images and as labels,
+/// and panics where the result breaks the reader's contract: a decoded
+/// array contains exactly the values its dimensions declare, and every error
+/// names the file. Returns whether either decoding succeeded. The fuzz
+/// targets and the bounded smoke test both call this, so the two check the
+/// same properties.
+pub fn check_fuzz_input(data: &[u8]) -> bool {
+    let path = Path::new("fuzz-input");
+    let mut accepted = false;
+    for expected in [IMAGES_MAGIC, LABELS_MAGIC] {
+        match decode_idx(path, data, expected) {
+            Ok(array) => {
+                accepted = true;
+                let rank = (expected & 0xff) as usize;
+                assert_eq!(array.dims.len(), rank, "rank of a decoded array");
+                assert_eq!(
+                    array.values.len(),
+                    value_count(&array.dims),
+                    "values of dimensions {:?}",
+                    array.dims
+                );
+                if !data.starts_with(&GZIP_MAGIC) {
+                    let header = header_len(rank);
+                    assert_eq!(
+                        array.values,
+                        data[header..header + array.values.len()],
+                        "values of a raw file"
+                    );
+                }
+            }
+            Err(err) => {
+                let message = err.to_string();
+                assert!(message.contains("fuzz-input"), "unnamed file: {message}");
+            }
+        }
+    }
+    accepted
 }
 
 #[cfg(test)]
@@ -189,6 +290,12 @@ mod tests {
         out
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
     #[test]
     fn raw_and_gzip_read_alike() {
         let dir = tempfile::tempdir().unwrap();
@@ -196,9 +303,7 @@ mod tests {
         let raw = dir.path().join("labels");
         std::fs::write(&raw, &bytes).unwrap();
         let gz = dir.path().join("labels-but-no-gz-suffix");
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut encoder, &bytes).unwrap();
-        std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+        std::fs::write(&gz, gzip(&bytes)).unwrap();
         let expected = IdxArray {
             dims: vec![3],
             values: vec![7, 1, 9],
@@ -214,7 +319,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("magic number 2051, expected 2049"), "{err}");
-        assert!(err.contains("images file"), "{err}");
+        assert!(err.contains("contains images, not labels"), "{err}");
     }
 
     #[test]
@@ -256,5 +361,30 @@ mod tests {
         std::fs::write(&path, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
         let err = read_idx(&path, IMAGES_MAGIC).unwrap_err();
         assert!(matches!(err, IdxError::Gzip { .. }), "{err}");
+    }
+
+    #[test]
+    fn gzip_keeps_declared_values_only() {
+        let mut bytes = idx_bytes(LABELS_MAGIC, &[3], &[7, 1, 9]);
+        bytes.extend([5; 1000]);
+        let array = decode_idx(Path::new("g"), &gzip(&bytes), LABELS_MAGIC).unwrap();
+        assert_eq!(array.values, [7, 1, 9]);
+    }
+
+    #[test]
+    fn gzip_checksum_checked() {
+        let mut compressed = gzip(&idx_bytes(LABELS_MAGIC, &[3], &[7, 1, 9]));
+        let crc_at = compressed.len() - 8;
+        compressed[crc_at] ^= 0xff;
+        let err = decode_idx(Path::new("c.gz"), &compressed, LABELS_MAGIC).unwrap_err();
+        assert!(matches!(err, IdxError::Gzip { .. }), "{err}");
+        assert!(err.to_string().contains("c.gz"), "{err}");
+    }
+
+    #[test]
+    fn gzip_huge_dimensions_rejected() {
+        let bytes = idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[0; 4]);
+        let err = decode_idx(Path::new("h.gz"), &gzip(&bytes), IMAGES_MAGIC).unwrap_err();
+        assert!(matches!(err, IdxError::Truncated { found: 4, .. }), "{err}");
     }
 }

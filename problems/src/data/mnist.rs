@@ -70,6 +70,12 @@ pub fn read_raw(dir: &Path, split: Split) -> Result<RawMnist> {
         .into());
     }
     let count = images.dims[0];
+    if count == 0 {
+        bail!(
+            "{} contains no images; replace it with the original MNIST file",
+            images_path.display()
+        );
+    }
     if labels.dims != [count] {
         return Err(IdxError::Shape {
             path: labels_path,
@@ -80,7 +86,8 @@ pub fn read_raw(dir: &Path, split: Split) -> Result<RawMnist> {
     }
     if let Some(bad) = labels.values.iter().find(|&&l| l > 9) {
         bail!(
-            "{} contains invalid label {bad}, expected 0..=9; the file is corrupt",
+            "{} contains invalid label {bad}, expected 0..=9; the file is corrupt, download it \
+             again",
             labels_path.display()
         );
     }
