@@ -80,6 +80,26 @@ impl ConsensusState {
         }
     }
 
+    /// Rebuilds a state saved after `round` rounds; `z_prev` is the z of
+    /// the round before, needed for nothing but the dual residual already
+    /// recorded, so it starts equal to z.
+    pub fn restore(
+        z: Vec<f32>,
+        locals: Vec<Vec<f32>>,
+        duals: Vec<Vec<f32>>,
+        rho: f64,
+        round: u64,
+    ) -> Self {
+        Self {
+            z_prev: z.clone(),
+            z,
+            locals,
+            duals,
+            rho,
+            round,
+        }
+    }
+
     /// Number of workers N.
     pub fn num_workers(&self) -> usize {
         self.duals.len()
@@ -140,10 +160,24 @@ impl ConsensusState {
     /// over-relaxation, z-update, dual update, residuals, residual balancing
     /// and the stopping test.
     pub fn step(&mut self, config: &AdmmConfig) -> RoundOutcome {
+        let fresh = vec![true; self.num_workers()];
+        self.step_partial(config, &fresh)
+    }
+
+    /// Runs a round in which only the workers marked in `fresh` delivered a
+    /// new x_i. A stale worker's block enters the round as follows:
+    ///
+    /// - z-update: with its last x_i and its current u_i, so z stays the
+    ///   minimizer for the latest information from every block;
+    /// - dual update: skipped. u_i accumulates x̂_i − z once per new x_i,
+    ///   and reusing an old x_i would count the same residual again;
+    /// - residuals: included with its last x_i, so r measures how far every
+    ///   block, stale or not, is from consensus.
+    pub fn step_partial(&mut self, config: &AdmmConfig, fresh: &[bool]) -> RoundOutcome {
         let rho = self.rho;
         self.z_prev.copy_from_slice(&self.z);
         self.update_z(config);
-        self.update_duals(config.alpha);
+        self.update_duals(config.alpha, fresh);
         let residuals = self.residuals(config);
         self.round += 1;
         let next_rho = match config.adaptive_rho {
@@ -204,9 +238,10 @@ impl ConsensusState {
         }
     }
 
-    /// u_i ← u_i + x̂_i − z.
-    fn update_duals(&mut self, alpha: f64) {
-        for (x, u) in self.locals.iter().zip(self.duals.iter_mut()) {
+    /// u_i ← u_i + x̂_i − z, for the workers with a fresh x_i.
+    fn update_duals(&mut self, alpha: f64, fresh: &[bool]) {
+        let blocks = self.locals.iter().zip(self.duals.iter_mut()).zip(fresh);
+        for ((x, u), _) in blocks.filter(|(_, &is_fresh)| is_fresh) {
             for j in 0..u.len() {
                 let relaxed = alpha * f64::from(x[j]) + (1.0 - alpha) * f64::from(self.z_prev[j]);
                 u[j] = (f64::from(u[j]) + relaxed - f64::from(self.z[j])) as f32;

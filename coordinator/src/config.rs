@@ -1,8 +1,10 @@
 //! The coordinator's options, as clap arguments and as the validated
 //! configuration written into the run's `config.json`.
 
+use crate::faults::FaultConfig;
 use admm_consensus::{AdmmConfig, Regularizer, RhoBalancing};
 use admm_problems::{ProblemKind, ProblemSpec};
+use admm_proto::security::{ServerSecurity, ServerSecurityArgs};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -24,17 +26,17 @@ pub enum RegularizerKind {
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct AdmmArgs {
     /// Initial penalty ρ (positive).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub rho: f64,
     /// Over-relaxation α in [1, 1.8]; 1 turns it off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Regularizer g(z) held by the coordinator [default: l2 for regression
     /// (the θ₂ term ½‖θ‖²), none for mnist].
     #[arg(long, value_enum)]
     pub regularizer: Option<RegularizerKind>,
     /// Weight γ of the regularizer.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub gamma: f64,
     /// Adapt ρ by residual balancing, rescaling every dual.
     #[arg(long)]
@@ -119,6 +121,12 @@ pub struct CoordinatorArgs {
     /// ADMM hyperparameters.
     #[command(flatten)]
     pub admm: AdmmArgs,
+    /// Fault tolerance.
+    #[command(flatten)]
+    pub faults: FaultConfig,
+    /// TLS and token authentication.
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
 }
 
 /// The validated configuration of one coordinator run.
@@ -138,6 +146,13 @@ pub struct CoordinatorConfig {
     pub problem: ProblemSpec,
     /// ADMM hyperparameters.
     pub admm: AdmmConfig,
+    /// Fault tolerance.
+    #[serde(default)]
+    pub faults: FaultConfig,
+    /// TLS and token authentication; the default serves plain text to any
+    /// worker. `config.json` records only whether a token is set.
+    #[serde(default)]
+    pub security: ServerSecurity,
 }
 
 impl CoordinatorArgs {
@@ -152,6 +167,8 @@ impl CoordinatorArgs {
             register_timeout_seconds: self.register_timeout,
             problem: self.problem,
             admm,
+            faults: self.faults,
+            security: self.security.resolve()?,
         };
         config.validate()?;
         Ok(config)
@@ -163,6 +180,8 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<()> {
         self.admm.validate()?;
         self.problem.validate()?;
+        self.faults.validate()?;
+        self.security.validate()?;
         if self.num_workers == 0 {
             bail!("--workers must be at least 1, got 0");
         }

@@ -1,15 +1,17 @@
-//! A coordinator run from start to end: set-up, registration, the rounds,
-//! and the final outputs.
+//! A coordinator run from start to end: set-up (or resumption from a
+//! checkpoint), registration, the rounds, and the final outputs.
 
+use crate::checkpoint::{self, RunIdentity};
 use crate::config::CoordinatorConfig;
 use crate::evaluation::{EvaluationJob, EvaluationThread};
-use crate::round::{Published, Upload};
+use crate::faults::StragglerPolicy;
+use crate::round::{Published, WorkerEvent};
 use crate::server;
 use crate::service::{CoordinatorService, ExpectedModel, Shared};
 use admm_consensus::{ConsensusState, StopReason};
 use admm_problems::evaluate::Evaluator;
 use admm_problems::network::save_flat_safetensors;
-use admm_report::jsonl::JsonlWriter;
+use admm_report::jsonl::{read_rows, JsonlWriter};
 use admm_report::{RoundRow, CONFIG_FILE, METRICS_FILE, MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use std::future::Future;
@@ -19,11 +21,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How long the coordinator waits for workers to collect the stop message
 /// before it closes the server.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the server may take to close its streams before they are cut,
+/// so that a peer stuck mid-stream cannot hold up shutdown.
+const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiting round re-checks deadlines and heartbeats.
+const GATHER_POLL: Duration = Duration::from_millis(100);
 
 /// Stop reason of a run ended by a signal.
 const INTERRUPTED: &str = "interrupted";
@@ -37,13 +44,14 @@ pub struct RunSummary {
     pub stop_reason: String,
     /// Final consensus z.
     pub z: Vec<f32>,
-    /// Every metrics row.
+    /// Every metrics row of this process (after a resume, the rows before
+    /// the checkpoint are in `metrics.jsonl` but not here).
     pub rows: Vec<RoundRow>,
 }
 
 /// Runs a coordinator on `listener` until the run ends or `shutdown`
-/// resolves (after which it stops at the end of the current step and still
-/// writes its outputs).
+/// resolves. Either way it writes a final checkpoint, the model, metrics
+/// and plots.
 pub async fn run(
     config: CoordinatorConfig,
     listener: TcpListener,
@@ -62,6 +70,14 @@ pub async fn run(
     let evaluator = tokio::task::spawn_blocking(move || Evaluator::new(&problem, tch::Device::Cpu))
         .await
         .context("evaluator set-up panicked")??;
+    if config.num_workers > evaluator.training_len() {
+        bail!(
+            "{} workers need at least {} training samples, the data set has {}; use fewer workers",
+            config.num_workers,
+            config.num_workers,
+            evaluator.training_len()
+        );
+    }
     let mut z0 = Vec::new();
     evaluator.network().write_flat(&mut z0);
     let expected = ExpectedModel {
@@ -69,7 +85,46 @@ pub async fn run(
         layout: evaluator.network().layout().to_vec(),
         parameter_count: z0.len(),
     };
-    let (upload_tx, upload_rx) = mpsc::channel(config.num_workers * 2);
+    let identity = RunIdentity {
+        model_id: expected.model_id.clone(),
+        seed: config.problem.seed,
+        num_workers: config.num_workers,
+        parameter_count: z0.len(),
+        deterministic: config.faults.deterministic,
+    };
+    let metrics_path = config.run_dir.join(METRICS_FILE);
+    let (mut state, earlier_rows) = if config.faults.resume {
+        let loaded = checkpoint::load_latest(&config.run_dir, &identity)?;
+        if let Some(reason) = &loaded.manifest.stop_reason {
+            bail!(
+                "the run in {} already finished at round {} ({reason}); nothing to resume, start a new run directory",
+                config.run_dir.display(),
+                loaded.manifest.round
+            );
+        }
+        let rows: Vec<RoundRow> = if metrics_path.exists() {
+            read_rows(&metrics_path)?
+        } else {
+            Vec::new()
+        };
+        let kept: Vec<RoundRow> = rows
+            .into_iter()
+            .filter(|r| r.round <= loaded.manifest.round)
+            .collect();
+        info!(
+            round = loaded.manifest.round,
+            rows = kept.len(),
+            "resuming from checkpoint"
+        );
+        (loaded.state, kept)
+    } else {
+        (
+            ConsensusState::new(z0, config.num_workers, config.admm.rho),
+            Vec::new(),
+        )
+    };
+
+    let (event_tx, event_rx) = mpsc::channel(config.num_workers * 4);
     let (published_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         expected: expected.clone(),
@@ -77,7 +132,11 @@ pub async fn run(
         registry: Mutex::new(vec![None; config.num_workers]),
         registered: Default::default(),
         published: published_tx,
-        uploads: upload_tx,
+        events: event_tx,
+        last_seen: Mutex::new(vec![None; config.num_workers]),
+        heartbeat_timeout: config.faults.heartbeat_timeout(),
+        heartbeat_interval: Duration::from_millis(config.faults.heartbeat_interval_ms),
+        deterministic: config.faults.deterministic,
         assemblers: (0..config.num_workers)
             .map(|_| Default::default())
             .collect(),
@@ -86,7 +145,10 @@ pub async fn run(
         stop_delivered: Default::default(),
     });
     write_config(&config, &shared)?;
-    let metrics = JsonlWriter::create(&config.run_dir.join(METRICS_FILE))?;
+    let mut metrics = JsonlWriter::create(&metrics_path)?;
+    for row in &earlier_rows {
+        metrics.append(row)?;
+    }
     let evaluation = EvaluationThread::start(evaluator, metrics);
 
     let address = listener.local_addr()?;
@@ -94,35 +156,32 @@ pub async fn run(
     let server = tokio::spawn(server::serve(
         CoordinatorService::new(shared.clone()),
         listener,
+        &config.security,
+        config.faults.keepalive(),
         async {
             let _ = server_stop_rx.await;
         },
-    ));
-    info!(%address, workers = config.num_workers, model = %expected.model_id, parameters = z0.len(), "coordinator listening");
+    )?);
+    info!(%address, workers = config.num_workers, model = %expected.model_id, parameters = expected.parameter_count, round = state.round, "coordinator listening");
 
+    let elapsed_offset = earlier_rows.last().map_or(0.0, |r| r.elapsed_seconds);
     let mut rounds = Rounds {
         config: &config,
         shared: &shared,
-        uploads: upload_rx,
+        events: event_rx,
         evaluation: &evaluation,
+        identity: &identity,
+        last_losses: vec![0.0; config.num_workers],
+        elapsed_offset,
     };
-    let mut state = ConsensusState::new(z0, config.num_workers, config.admm.rho);
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         outcome = rounds.run(&mut state) => outcome,
         _ = &mut shutdown => Ok(INTERRUPTED.to_string()),
     };
-    let stop_reason = match outcome {
-        Ok(reason) => reason,
-        Err(e) => {
-            shared.published.send_replace(Some(Arc::new(Published::stop(
-                state.round,
-                state.rho,
-                format!("error: {e:#}"),
-            ))));
-            let _ = server_stop_tx.send(());
-            return Err(e);
-        }
+    let (stop_reason, failure) = match outcome {
+        Ok(reason) => (reason, None),
+        Err(e) => (format!("error: {e:#}"), Some(e)),
     };
     info!(rounds = state.round, reason = %stop_reason, "run finished");
     shared.published.send_replace(Some(Arc::new(Published::stop(
@@ -130,22 +189,36 @@ pub async fn run(
         state.rho,
         stop_reason.clone(),
     ))));
+
+    // Outputs are written on every path, so that nothing learned is lost.
+    let final_reason =
+        (failure.is_none() && stop_reason != INTERRUPTED).then_some(stop_reason.as_str());
+    if let Err(e) = write_checkpoint(&config, &state, &identity, final_reason) {
+        error!(error = %format!("{e:#}"), "failed to write the final checkpoint");
+    }
     write_config(&config, &shared)?;
     save_flat_safetensors(&expected.layout, &state.z, &config.run_dir.join(MODEL_FILE))?;
     let rows = evaluation.finish()?;
+    let mut all_rows = earlier_rows;
+    all_rows.extend(rows.iter().cloned());
     if let Err(e) =
-        admm_report::plot::write_plots(&config.run_dir, &config.problem.model_id(), &rows, &[])
+        admm_report::plot::write_plots(&config.run_dir, &config.problem.model_id(), &all_rows, &[])
     {
         warn!(error = %format!("{e:#}"), "failed to write plots");
     }
-    // On a signal the workers are being stopped too, so nobody waits for
-    // the stop message.
-    if stop_reason != INTERRUPTED {
+    // On a signal or an error the workers are stopping too, so nobody waits
+    // for them to collect the stop message.
+    if failure.is_none() && stop_reason != INTERRUPTED {
         wait_for_stop_delivery(&shared).await;
     }
     let _ = server_stop_tx.send(());
-    if let Ok(Err(e)) = server.await {
-        warn!(error = %e, "server ended with an error");
+    match tokio::time::timeout(SERVER_CLOSE_TIMEOUT, server).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "server ended with an error"),
+        Err(_) => warn!("server streams did not close in time; cutting them"),
+        _ => {}
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     Ok(RunSummary {
         rounds: state.round,
@@ -155,12 +228,29 @@ pub async fn run(
     })
 }
 
+/// Writes a checkpoint without blocking the async runtime's other tasks.
+fn write_checkpoint(
+    config: &CoordinatorConfig,
+    state: &ConsensusState,
+    identity: &RunIdentity,
+    stop_reason: Option<&str>,
+) -> Result<()> {
+    let pause = Duration::from_millis(config.faults.checkpoint_write_delay_ms);
+    tokio::task::block_in_place(|| {
+        checkpoint::write(&config.run_dir, state, identity, stop_reason, pause)
+    })
+    .map(|_| ())
+}
+
 /// The round loop and what it needs.
 struct Rounds<'a> {
     config: &'a CoordinatorConfig,
     shared: &'a Shared,
-    uploads: mpsc::Receiver<Upload>,
+    events: mpsc::Receiver<WorkerEvent>,
     evaluation: &'a EvaluationThread,
+    identity: &'a RunIdentity,
+    last_losses: Vec<f64>,
+    elapsed_offset: f64,
 }
 
 impl Rounds<'_> {
@@ -174,20 +264,24 @@ impl Rounds<'_> {
             let round_start = Instant::now();
             self.broadcast(round, state);
             let gathered = self.gather(round, state).await?;
-            let outcome = state.step(&self.config.admm);
+            let outcome = state.step_partial(&self.config.admm, &gathered.fresh);
+            let stale_workers: Vec<usize> = (0..gathered.fresh.len())
+                .filter(|&i| !gathered.fresh[i])
+                .collect();
             let row = RoundRow {
                 method: "admm".into(),
                 round,
-                elapsed_seconds: start.elapsed().as_secs_f64(),
+                elapsed_seconds: self.elapsed_offset + start.elapsed().as_secs_f64(),
                 round_seconds: round_start.elapsed().as_secs_f64(),
                 g: self.config.admm.regularizer.value(&state.z),
-                worker_loss: gathered.losses,
+                worker_loss: self.last_losses.clone(),
                 worker_compute_seconds: gathered.compute_seconds,
                 primal_residual: Some(outcome.residuals.primal),
                 dual_residual: Some(outcome.residuals.dual),
                 eps_primal: Some(outcome.residuals.eps_primal),
                 eps_dual: Some(outcome.residuals.eps_dual),
                 rho: Some(outcome.rho),
+                stale_workers,
                 bytes_sent: self.shared.bytes_sent.swap(0, Ordering::Relaxed),
                 bytes_received: gathered.bytes,
                 ..Default::default()
@@ -204,6 +298,10 @@ impl Rounds<'_> {
                 row,
                 z: Arc::new(state.z.clone()),
             })?;
+            let every = self.config.faults.checkpoint_every;
+            if outcome.stop.is_none() && every > 0 && round % every == 0 {
+                write_checkpoint(self.config, state, self.identity, None)?;
+            }
             if let Some(reason) = outcome.stop {
                 if reason == StopReason::Converged {
                     info!(
@@ -244,53 +342,121 @@ impl Rounds<'_> {
         }
     }
 
-    /// Publishes z, the duals and ρ for `round`.
+    /// Publishes z, the duals and ρ (and in deterministic mode every x_i)
+    /// for `round`.
     fn broadcast(&self, round: u64, state: &ConsensusState) {
-        let published = Published::round(round, state.rho, &state.z, &state.duals);
+        let locals = self
+            .config
+            .faults
+            .deterministic
+            .then_some(state.locals.as_slice());
+        let published = Published::round(round, state.rho, &state.z, &state.duals, locals);
         self.shared
             .published
             .send_replace(Some(Arc::new(published)));
     }
 
-    /// Collects every worker's x_i for `round` into the state.
+    /// Collects x_i for `round` from every worker that delivers it, and
+    /// applies the straggler policy to the others.
     async fn gather(&mut self, round: u64, state: &mut ConsensusState) -> Result<Gathered> {
         let n = self.config.num_workers;
-        let mut received = vec![false; n];
+        let faults = &self.config.faults;
+        let deadline = Instant::now() + faults.round_deadline();
         let mut gathered = Gathered {
-            losses: vec![0.0; n],
+            fresh: vec![false; n],
             compute_seconds: vec![0.0; n],
             bytes: 0,
         };
-        while received.iter().any(|r| !r) {
-            let Some(mut upload) = self.uploads.recv().await else {
-                bail!("the upload channel closed during round {round}");
-            };
-            if upload.round != round {
-                warn!(
-                    worker = upload.worker,
-                    round = upload.round,
-                    current = round,
-                    "dropped an update of another round"
-                );
-                continue;
+        let mut rejected: Vec<Option<String>> = vec![None; n];
+        loop {
+            let missing: Vec<usize> = (0..n).filter(|&i| !gathered.fresh[i]).collect();
+            if missing.is_empty() {
+                return Ok(gathered);
             }
-            state.swap_local(upload.worker, &mut upload.x)?;
-            self.shared.assemblers[upload.worker]
-                .lock()
-                .await
-                .recycle(upload.x);
-            received[upload.worker] = true;
-            gathered.losses[upload.worker] = upload.loss;
-            gathered.compute_seconds[upload.worker] = upload.compute_seconds;
-            gathered.bytes += upload.bytes;
+            let now = Instant::now();
+            let past_deadline = now >= deadline;
+            let lost: Vec<usize> = missing
+                .iter()
+                .copied()
+                .filter(|&i| self.shared.is_lost(i))
+                .collect();
+            let first_rejection = missing.iter().find_map(|&i| rejected[i].clone());
+            match faults.straggler_policy {
+                StragglerPolicy::Fail => {
+                    if let Some(reason) = first_rejection {
+                        bail!("round {round}: {reason}; the straggler policy is fail");
+                    }
+                    if !lost.is_empty() {
+                        bail!("round {round}: workers {lost:?} sent nothing for {} s; the straggler policy is fail", faults.heartbeat_timeout_seconds);
+                    }
+                    if past_deadline {
+                        bail!("round {round}: workers {missing:?} missed the {} s round deadline; the straggler policy is fail", faults.round_deadline_seconds);
+                    }
+                }
+                StragglerPolicy::Wait => {
+                    if past_deadline {
+                        bail!(
+                            "round {round}: waited {} s for workers {missing:?}; restart them, raise --round-deadline, or use --straggler-policy proceed",
+                            faults.round_deadline_seconds
+                        );
+                    }
+                }
+                StragglerPolicy::Proceed => {
+                    let all_gone = missing
+                        .iter()
+                        .all(|&i| lost.contains(&i) || rejected[i].is_some());
+                    let any_fresh = gathered.fresh.iter().any(|&f| f);
+                    if any_fresh && (past_deadline || all_gone) {
+                        warn!(round, stale = ?missing, lost = ?lost, "round proceeds without some workers; their last x_i and dual stay in");
+                        return Ok(gathered);
+                    }
+                    if !any_fresh && now >= deadline + faults.round_deadline() {
+                        bail!("round {round}: no worker delivered within twice the {} s round deadline", faults.round_deadline_seconds);
+                    }
+                }
+            }
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                _ = tokio::time::sleep(GATHER_POLL) => continue,
+            };
+            match event {
+                None => bail!("the event channel closed during round {round}"),
+                Some(WorkerEvent::Rejected {
+                    worker,
+                    round: r,
+                    reason,
+                }) if r == round => rejected[worker] = Some(reason),
+                Some(WorkerEvent::Rejected { .. }) => {}
+                Some(WorkerEvent::Upload(mut upload)) => {
+                    if upload.round != round {
+                        warn!(
+                            worker = upload.worker,
+                            round = upload.round,
+                            current = round,
+                            "dropped an update of another round"
+                        );
+                        continue;
+                    }
+                    let worker = upload.worker;
+                    state.swap_local(worker, &mut upload.x)?;
+                    self.shared.assemblers[worker]
+                        .lock()
+                        .await
+                        .recycle(upload.x);
+                    gathered.fresh[worker] = true;
+                    rejected[worker] = None;
+                    self.last_losses[worker] = upload.loss;
+                    gathered.compute_seconds[worker] = upload.compute_seconds;
+                    gathered.bytes += upload.bytes;
+                }
+            }
         }
-        Ok(gathered)
     }
 }
 
 /// Per-round figures from the workers.
 struct Gathered {
-    losses: Vec<f64>,
+    fresh: Vec<bool>,
     compute_seconds: Vec<f64>,
     bytes: u64,
 }

@@ -13,9 +13,11 @@
 //! 4. record: evaluate z and append a row to `metrics.jsonl`, on a separate
 //!    thread while the workers compute the next round ([`evaluation`]).
 
+pub mod checkpoint;
 pub mod config;
 pub mod driver;
 pub mod evaluation;
+pub mod faults;
 pub mod round;
 pub mod server;
 pub mod service;

@@ -18,19 +18,30 @@ pub struct Published {
     pub z_chunks: Vec<Bytes>,
     /// u_i as wire chunks, one list per worker.
     pub dual_chunks: Vec<Vec<Bytes>>,
+    /// x_i as wire chunks, one list per worker; only in deterministic mode,
+    /// where every x-update starts from the coordinator's copy.
+    pub local_chunks: Option<Vec<Vec<Bytes>>>,
     /// Set when the run has ended, with the reason.
     pub stop: Option<String>,
 }
 
 impl Published {
     /// Encodes round `round` from z and the duals.
-    pub fn round(round: u64, rho: f64, z: &[f32], duals: &[Vec<f32>]) -> Self {
+    pub fn round(
+        round: u64,
+        rho: f64,
+        z: &[f32],
+        duals: &[Vec<f32>],
+        locals: Option<&[Vec<f32>]>,
+    ) -> Self {
         Self {
             round,
             rho,
             parameter_count: z.len(),
             z_chunks: chunk_f32(z).collect(),
             dual_chunks: duals.iter().map(|u| chunk_f32(u).collect()).collect(),
+            local_chunks: locals
+                .map(|locals| locals.iter().map(|x| chunk_f32(x).collect()).collect()),
             stop: None,
         }
     }
@@ -43,14 +54,26 @@ impl Published {
             parameter_count: 0,
             z_chunks: Vec::new(),
             dual_chunks: Vec::new(),
+            local_chunks: None,
             stop: Some(reason),
         }
     }
+}
 
-    /// Bytes of z and one dual on the wire.
-    pub fn payload_bytes(&self) -> u64 {
-        2 * 4 * self.parameter_count as u64
-    }
+/// What a worker's call tells the round driver.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// A checked x_i.
+    Upload(Upload),
+    /// An x_i rejected for non-finite values; the straggler policy applies.
+    Rejected {
+        /// Worker index.
+        worker: usize,
+        /// Round it belonged to.
+        round: u64,
+        /// Why it was rejected.
+        reason: String,
+    },
 }
 
 /// A checked x_i, handed from the gRPC handler to the round driver.

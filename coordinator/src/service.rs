@@ -2,17 +2,18 @@
 //! wait for the round to be published, and chunked uploads that are checked
 //! in full before they reach the round driver.
 
-use crate::round::{Published, Upload};
+use crate::round::{Published, Upload, WorkerEvent};
 use admm_problems::ParamSpec;
 use admm_proto::pb::coordinator_server::Coordinator;
 use admm_proto::pb::{
-    round_message, update_message, FetchRoundRequest, RegisterReply, RegisterRequest, RoundHeader,
-    RoundMessage, SubmitReply, UpdateMessage,
+    round_message, update_message, FetchRoundRequest, HeartbeatReply, HeartbeatRequest,
+    RegisterReply, RegisterRequest, RoundHeader, RoundMessage, SubmitReply, UpdateMessage,
 };
 use admm_proto::{ChunkAssembler, DTYPE_F32, PROTOCOL_VERSION};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -31,6 +32,10 @@ pub struct WorkerInfo {
     pub device: String,
     /// Its resolved settings.
     pub settings: serde_json::Value,
+    /// Random number of the worker process; changes when it restarts.
+    pub incarnation: u64,
+    /// How many times this worker id registered.
+    pub registrations: u64,
 }
 
 /// The model every registering worker must match.
@@ -56,8 +61,16 @@ pub struct Shared {
     pub registered: Notify,
     /// The round on offer (`None` before round 1).
     pub published: watch::Sender<Option<Arc<Published>>>,
-    /// Checked uploads for the driver.
-    pub uploads: mpsc::Sender<Upload>,
+    /// Checked uploads and rejections for the driver.
+    pub events: mpsc::Sender<WorkerEvent>,
+    /// When each worker was last heard from, by any call.
+    pub last_seen: Mutex<Vec<Option<Instant>>>,
+    /// Silence after which a worker counts as lost.
+    pub heartbeat_timeout: Duration,
+    /// Interval at which workers send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Whether x-updates run in deterministic mode.
+    pub deterministic: bool,
     /// Per-worker receive buffers, reused across rounds.
     pub assemblers: Vec<tokio::sync::Mutex<ChunkAssembler>>,
     /// Parameter bytes sent since the counter was last read.
@@ -75,6 +88,22 @@ impl Shared {
             .lock()
             .map(|r| r.iter().flatten().count())
             .unwrap_or(0)
+    }
+
+    /// Records that worker `id` was heard from now.
+    pub fn touch(&self, id: usize) {
+        if let Ok(mut seen) = self.last_seen.lock() {
+            seen[id] = Some(Instant::now());
+        }
+    }
+
+    /// Whether worker `id` has been silent for longer than the heartbeat
+    /// timeout (or was never heard from).
+    pub fn is_lost(&self, id: usize) -> bool {
+        self.last_seen
+            .lock()
+            .map(|seen| seen[id].is_none_or(|at| at.elapsed() > self.heartbeat_timeout))
+            .unwrap_or(true)
     }
 }
 
@@ -109,6 +138,7 @@ impl CoordinatorService {
                 "worker {id} is not registered; call Register first"
             )));
         }
+        self.shared.touch(id);
         Ok(id)
     }
 }
@@ -190,12 +220,22 @@ impl Coordinator for CoordinatorService {
                 .registry
                 .lock()
                 .map_err(|_| Status::internal("registry lock poisoned"))?;
+            let mut registrations = 1;
             if let Some(existing) = &registry[id] {
-                warn!(worker = id, host = %req.host, "rejected registration: duplicate worker id");
-                return Err(Status::already_exists(format!(
-                    "worker {id} is already registered (host {}); give each worker a distinct --worker-id",
-                    existing.host
-                )));
+                // The same process registering again is resynchronizing after
+                // a lost connection. Another process may take over the id
+                // only once the previous one has gone silent, so that two
+                // live workers never share a shard.
+                if existing.incarnation != req.incarnation && !self.shared.is_lost(id) {
+                    warn!(worker = id, host = %req.host, "rejected registration: worker id in use");
+                    return Err(Status::already_exists(format!(
+                        "worker {id} is already registered by a live process on host {}; give each worker a \
+                         distinct --worker-id, or wait {} s for a stopped worker to time out",
+                        existing.host,
+                        self.shared.heartbeat_timeout.as_secs_f64()
+                    )));
+                }
+                registrations = existing.registrations + 1;
             }
             registry[id] = Some(WorkerInfo {
                 id,
@@ -203,7 +243,19 @@ impl Coordinator for CoordinatorService {
                 host: req.host.clone(),
                 device: req.device.clone(),
                 settings,
+                incarnation: req.incarnation,
+                registrations,
             });
+            self.shared.touch(id);
+            if registrations > 1 {
+                let round = self
+                    .shared
+                    .published
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, |p| p.round);
+                info!(worker = id, host = %req.host, round, registrations, "worker rejoined; it resynchronizes with the current round");
+            }
         }
         info!(worker = id, host = %req.host, device = %req.device, role = %req.role, "worker registered");
         self.shared.registered.notify_waiters();
@@ -217,6 +269,8 @@ impl Coordinator for CoordinatorService {
             num_workers: self.shared.num_workers as u32,
             next_round,
             parameter_count: expected.parameter_count as u64,
+            deterministic: self.shared.deterministic,
+            heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
         }))
     }
 
@@ -244,7 +298,13 @@ impl Coordinator for CoordinatorService {
             stop: published.stop.is_some(),
             parameter_count: published.parameter_count as u64,
             stop_reason: published.stop.clone().unwrap_or_default(),
+            includes_local: req.include_local && published.local_chunks.is_some(),
         };
+        if req.include_local && published.stop.is_none() && published.local_chunks.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "worker {id} asked for its x_i, which the coordinator sends only in deterministic mode"
+            )));
+        }
         let mut messages = vec![Ok(RoundMessage {
             kind: Some(round_message::Kind::Header(header)),
         })];
@@ -252,17 +312,34 @@ impl Coordinator for CoordinatorService {
             self.shared.stops_delivered.fetch_add(1, Ordering::SeqCst);
             self.shared.stop_delivered.notify_waiters();
         } else {
-            let chunks = published.z_chunks.iter().chain(&published.dual_chunks[id]);
+            let local: &[bytes::Bytes] = match (&published.local_chunks, req.include_local) {
+                (Some(locals), true) => &locals[id],
+                _ => &[],
+            };
+            let chunks = published
+                .z_chunks
+                .iter()
+                .chain(&published.dual_chunks[id])
+                .chain(local);
+            let mut sent = 0u64;
             messages.extend(chunks.map(|c| {
+                sent += c.len() as u64;
                 Ok(RoundMessage {
                     kind: Some(round_message::Kind::Chunk(c.clone())),
                 })
             }));
-            self.shared
-                .bytes_sent
-                .fetch_add(published.payload_bytes(), Ordering::Relaxed);
+            self.shared.bytes_sent.fetch_add(sent, Ordering::Relaxed);
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        self.check_worker(req.worker_id)?;
+        Ok(Response::new(HeartbeatReply {}))
     }
 
     async fn submit_update(
@@ -333,24 +410,27 @@ impl Coordinator for CoordinatorService {
             warn!(worker = id, round = header.round, error = %e, "rejected update");
             Status::invalid_argument(format!("worker {id}, round {}: {e}", header.round))
         })?;
-        if let Some((index, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            warn!(worker = id, round = header.round, index, %value, "rejected update with a non-finite value");
-            return Err(Status::invalid_argument(format!(
-                "worker {id}, round {}: parameter {index} is {value}; the update was rejected and z is unchanged",
+        let non_finite = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(index, value)| format!("parameter {index} is {value}"))
+            .or_else(|| {
+                (!header.loss.is_finite()).then(|| format!("local loss is {}", header.loss))
+            });
+        if let Some(problem) = non_finite {
+            warn!(worker = id, round = header.round, problem = %problem, "rejected update with a non-finite value");
+            let reason = format!(
+                "worker {id}, round {}: {problem}; the update was rejected and z is unchanged",
                 header.round
-            )));
-        }
-        if !header.loss.is_finite() {
-            warn!(
-                worker = id,
-                round = header.round,
-                loss = header.loss,
-                "rejected update with a non-finite loss"
             );
-            return Err(Status::invalid_argument(format!(
-                "worker {id}, round {}: local loss is {}; the update was rejected and z is unchanged",
-                header.round, header.loss
-            )));
+            let event = WorkerEvent::Rejected {
+                worker: id,
+                round: header.round,
+                reason: reason.clone(),
+            };
+            let _ = self.shared.events.send(event).await;
+            return Err(Status::invalid_argument(reason));
         }
         let bytes = assembler.expected_bytes() as u64;
         let upload = Upload {
@@ -363,8 +443,8 @@ impl Coordinator for CoordinatorService {
         };
         drop(assembler);
         self.shared
-            .uploads
-            .send(upload)
+            .events
+            .send(WorkerEvent::Upload(upload))
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
         Ok(Response::new(SubmitReply { accepted: true }))

@@ -2,6 +2,7 @@
 //! coordinator and worker binaries.
 
 use admm_coordinator::config::RegularizerKind;
+use admm_coordinator::faults::{FaultConfig, StragglerPolicy};
 use admm_coordinator::AdmmArgs;
 use admm_problems::spec::{OptimizerKind, ProblemSpec, SolverSpec};
 
@@ -103,6 +104,36 @@ pub fn admm_flags(args: &AdmmArgs) -> Vec<String> {
     }
     if args.adaptive_rho {
         flags.push("--adaptive-rho".into());
+    }
+    flags
+}
+
+/// Flags that reproduce the fault-tolerance options.
+pub fn fault_flags(faults: &FaultConfig) -> Vec<String> {
+    let policy = match faults.straggler_policy {
+        StragglerPolicy::Wait => "wait",
+        StragglerPolicy::Proceed => "proceed",
+        StragglerPolicy::Fail => "fail",
+    };
+    let mut flags = vec![
+        "--round-deadline".into(),
+        faults.round_deadline_seconds.to_string(),
+        "--straggler-policy".into(),
+        policy.into(),
+        "--heartbeat-interval-ms".into(),
+        faults.heartbeat_interval_ms.to_string(),
+        "--heartbeat-timeout".into(),
+        faults.heartbeat_timeout_seconds.to_string(),
+        "--checkpoint-every".into(),
+        faults.checkpoint_every.to_string(),
+        "--keepalive".into(),
+        faults.keepalive_seconds.to_string(),
+    ];
+    if faults.resume {
+        flags.push("--resume".into());
+    }
+    if faults.deterministic {
+        flags.push("--deterministic".into());
     }
     flags
 }

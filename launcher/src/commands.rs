@@ -1,10 +1,11 @@
 //! The subcommands of `admm-train`.
 
-use crate::args::{admm_flags, problem_flags, solver_flags};
+use crate::args::{admm_flags, fault_flags, problem_flags, solver_flags};
 use crate::processes::{supervise, Supervised};
+use admm_coordinator::faults::FaultConfig;
 use admm_coordinator::AdmmArgs;
 use admm_problems::baseline::{train_baseline, BaselineConfig};
-use admm_problems::{ProblemSpec, SolverSpec};
+use admm_problems::{ProblemKind, ProblemSpec, SolverSpec};
 use admm_report::jsonl::{read_rows, JsonlWriter};
 use admm_report::{RoundRow, BASELINE_FILE, METRICS_FILE};
 use anyhow::{bail, Context, Result};
@@ -58,6 +59,8 @@ struct RunArgs {
     solver: SolverSpec,
     #[command(flatten)]
     admm: AdmmArgs,
+    #[command(flatten)]
+    faults: FaultConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,11 +92,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Baseline(args) => {
             args.problem.validate()?;
             args.solver.validate()?;
-            std::fs::create_dir_all(&args.run_dir)?;
+            let admm = args.admm.resolve(args.problem.problem);
+            admm.validate()?;
+            if args.workers == 0 {
+                bail!("--workers must be at least 1, got 0");
+            }
+            std::fs::create_dir_all(&args.run_dir)
+                .with_context(|| format!("failed to create {}", args.run_dir.display()))?;
             let config = BaselineConfig {
                 rounds: args.rounds,
                 workers: args.workers,
-                regularizer: args.admm.resolve(args.problem.problem).regularizer,
+                regularizer: admm.regularizer,
             };
             let rows = run_baseline(
                 &args.problem,
@@ -125,6 +134,7 @@ fn run_local(args: RunArgs) -> Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1, got 0");
     }
+    check_samples_per_worker(&args.problem, args.workers)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -158,6 +168,7 @@ fn run_local(args: RunArgs) -> Result<()> {
         ];
         coordinator_args.extend(problem_flags(&args.problem));
         coordinator_args.extend(admm_flags(&args.admm));
+        coordinator_args.extend(fault_flags(&args.faults));
         let coordinator = Supervised::spawn(
             "coordinator",
             &sibling_binary("admm-coordinator")?,
@@ -177,8 +188,10 @@ fn run_local(args: RunArgs) -> Result<()> {
                 id.to_string(),
                 "--device".into(),
                 args.device.clone(),
-                "--threads".into(),
+                    "--threads".into(),
                 worker_threads.to_string(),
+                "--keepalive".into(),
+                args.faults.keepalive_seconds.to_string(),
             ];
             worker_args.extend(problem_flags(&args.problem));
             worker_args.extend(solver_flags(&args.solver));
@@ -216,6 +229,24 @@ fn run_local(args: RunArgs) -> Result<()> {
     }
     plot(&run_dir)?;
     eprintln!("run directory: {}", run_dir.display());
+    Ok(())
+}
+
+/// Checks that every worker gets at least one training sample, where the
+/// size of the training set is known before the data is loaded.
+fn check_samples_per_worker(problem: &ProblemSpec, workers: usize) -> Result<()> {
+    let (samples, flag) = match problem.problem {
+        ProblemKind::Regression => (problem.samples, "--samples"),
+        ProblemKind::Mnist if problem.train_limit > 0 => (problem.train_limit, "--train-limit"),
+        // The size of the MNIST files is known only once the workers read them.
+        ProblemKind::Mnist => return Ok(()),
+    };
+    if samples < workers {
+        bail!(
+            "--workers {workers} is more than the {samples} training samples ({flag} {samples}); \
+             every worker needs at least one sample, so lower --workers or raise {flag}"
+        );
+    }
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub struct Evaluator {
     net: Network,
     train: Dataset,
     test: Option<Dataset>,
+    training_len: usize,
 }
 
 impl Evaluator {
@@ -35,6 +36,7 @@ impl Evaluator {
     /// `spec.eval_samples` training samples (all when 0).
     pub fn new(spec: &ProblemSpec, device: Device) -> Result<Self> {
         let train = load_training_data(spec)?;
+        let training_len = train.len();
         let keep = if spec.eval_samples == 0 {
             train.len()
         } else {
@@ -57,12 +59,18 @@ impl Evaluator {
             net,
             train,
             test,
+            training_len,
         })
     }
 
     /// The evaluation model, for its layout and initial parameters.
     pub fn network(&self) -> &Network {
         &self.net
+    }
+
+    /// Number of samples in the whole training set.
+    pub fn training_len(&self) -> usize {
+        self.training_len
     }
 
     /// Evaluates θ.

@@ -106,6 +106,11 @@ impl BatchSampler {
     }
 }
 
+/// Random stream of worker `index`'s batch order.
+fn sampler_stream(index: usize) -> u64 {
+    1000 + index as u64
+}
+
 /// Figures of one x-update.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LocalStats {
@@ -126,6 +131,10 @@ pub struct LocalSolver {
     optimizer: nn::Optimizer,
     local_steps: usize,
     initialized: bool,
+    solver: SolverSpec,
+    seed: u64,
+    index: usize,
+    step_delay: std::time::Duration,
 }
 
 impl LocalSolver {
@@ -134,17 +143,18 @@ impl LocalSolver {
     pub fn new(
         spec: &ProblemSpec,
         solver: &SolverSpec,
+        data: &Dataset,
         index: usize,
         count: usize,
         device: Device,
     ) -> Result<Self> {
-        let data = load_training_data(spec)?;
         if count == 0 || index >= count {
             bail!("worker id {index} is out of range for {count} workers");
         }
         if data.len() < count {
             bail!(
-                "{count} workers need at least {count} training samples, the data set has {}",
+                "{count} workers need at least {count} training samples, but the data set has {}; \
+                 use fewer workers or more samples",
                 data.len()
             );
         }
@@ -155,7 +165,7 @@ impl LocalSolver {
         let sampler = BatchSampler::new(
             shard.len(),
             solver.batch_size,
-            SplitMix64::new(spec.seed, 1000 + index as u64),
+            SplitMix64::new(spec.seed, sampler_stream(index)),
         );
         Ok(Self {
             problem: spec.problem,
@@ -166,12 +176,47 @@ impl LocalSolver {
             optimizer,
             local_steps: solver.local_steps,
             initialized: false,
+            solver: solver.clone(),
+            seed: spec.seed,
+            index,
+            step_delay: std::time::Duration::ZERO,
         })
     }
 
     /// Returns the model, for its layout.
     pub fn network(&self) -> &Network {
         &self.net
+    }
+
+    /// Test hook: sleeps this long in every x-update, to simulate a slow
+    /// device or a long local step.
+    pub fn set_step_delay(&mut self, delay: std::time::Duration) {
+        self.step_delay = delay;
+    }
+
+    /// Forgets the local state (x_i and the optimizer's moments), so that
+    /// the next x-update starts from z again. Used after an update was
+    /// rejected for non-finite values.
+    pub fn reset(&mut self) -> Result<()> {
+        self.initialized = false;
+        self.optimizer = build_optimizer(&self.solver, &self.net)?;
+        Ok(())
+    }
+
+    /// Prepares a deterministic x-update for `round`: starts from `x`,
+    /// with a fresh optimizer and a batch order that depends on the round
+    /// alone, so the update is a function of (x_i, z, u_i, ρ, round).
+    pub fn prepare_deterministic(&mut self, x: &[f32], round: u64) -> Result<()> {
+        self.net.load_flat(x)?;
+        self.initialized = true;
+        self.optimizer = build_optimizer(&self.solver, &self.net)?;
+        let stream = sampler_stream(self.index) ^ round.wrapping_mul(0x9E37_79B9);
+        self.sampler = BatchSampler::new(
+            self.shard.len(),
+            self.solver.batch_size,
+            SplitMix64::new(self.seed, stream),
+        );
+        Ok(())
     }
 
     /// Samples in this worker's shard.
@@ -226,6 +271,9 @@ impl LocalSolver {
             loss_sum += loss.double_value(&[]);
             samples += indices.size()[0] as u64;
         }
+        if !self.step_delay.is_zero() {
+            std::thread::sleep(self.step_delay);
+        }
         self.net.write_flat(x);
         Ok(LocalStats {
             mean_loss: loss_sum / self.local_steps as f64,
@@ -268,7 +316,8 @@ mod tests {
             batch_size: 0,
             ..Default::default()
         };
-        let mut local = LocalSolver::new(&spec, &solver, 0, 2, Device::Cpu).unwrap();
+        let data = load_training_data(&spec).unwrap();
+        let mut local = LocalSolver::new(&spec, &solver, &data, 0, 2, Device::Cpu).unwrap();
         let n = local.network().num_params();
         let z = vec![0.5f32; n];
         let u = vec![0.1f32; n];

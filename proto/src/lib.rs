@@ -8,6 +8,7 @@
 #![allow(missing_docs)] // The generated code carries the .proto comments only.
 
 pub mod codec;
+pub mod security;
 
 /// Generated messages and service stubs of `proto/admm.proto`.
 pub mod pb {

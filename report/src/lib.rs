@@ -74,6 +74,10 @@ pub struct RoundRow {
     /// Penalty ρ used in this round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rho: Option<f64>,
+    /// Workers that missed this round; their last x_i and dual entered it
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_workers: Vec<usize>,
     /// Parameter bytes the coordinator sent to workers in this round.
     #[serde(default)]
     pub bytes_sent: u64,

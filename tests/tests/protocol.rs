@@ -37,6 +37,7 @@ fn register_request(worker_id: u32, spec: &admm_problems::ProblemSpec) -> Regist
         host: "test".into(),
         device: "cpu".into(),
         settings_json: "{}".into(),
+        incarnation: 1,
     }
 }
 
@@ -56,6 +57,7 @@ async fn fetch(client: &mut CoordinatorClient<Channel>, round: u64) -> Vec<f32> 
         .fetch_round(FetchRoundRequest {
             worker_id: 0,
             round,
+            include_local: false,
         })
         .await
         .expect("fetch")
@@ -235,11 +237,21 @@ async fn mismatched_registrations_rejected() {
         .register(register_request(0, &spec))
         .await
         .expect("matching registration accepted");
-    let err = client
+    // The same process registering again is a resynchronization.
+    client
         .register(register_request(0, &spec))
         .await
-        .unwrap_err();
+        .expect("re-registration of the same process accepted");
+    // Another process may not take the id while the first one is alive.
+    let mut impostor = register_request(0, &spec);
+    impostor.incarnation = 2;
+    let err = client.register(impostor).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.message().contains("distinct --worker-id"),
+        "{}",
+        err.message()
+    );
     coordinator.abort();
 }
 

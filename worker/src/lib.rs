@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod session;
 
-pub use client::{run, WorkerSummary};
 pub use config::{WorkerArgs, WorkerConfig};
+pub use session::{run, WorkerSummary};

@@ -275,3 +275,17 @@ fn bad_locals_rejected_without_touching_state() {
     assert_eq!(state.z, z_before);
     assert_eq!(state.locals, vec![vec![1.0; 4]; 2]);
 }
+
+#[test]
+fn stale_worker_keeps_its_dual() {
+    let mut state = ConsensusState::new(vec![0.0; 2], 2, 1.0);
+    state.duals = vec![vec![0.5, 0.5], vec![-1.0, 2.0]];
+    state.locals = vec![vec![1.0, 1.0], vec![3.0, -1.0]];
+    let config = AdmmConfig::default();
+    state.step_partial(&config, &[true, false]);
+    // z = mean(x_i + u_i) uses the stale block too.
+    assert_eq!(state.z, vec![1.75, 1.25]);
+    // The fresh dual moves by x − z, the stale one stays.
+    assert_eq!(state.duals[0], vec![-0.25, 0.25]);
+    assert_eq!(state.duals[1], vec![-1.0, 2.0]);
+}

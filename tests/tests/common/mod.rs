@@ -65,6 +65,8 @@ pub fn coordinator_config(
         threads: 1,
         register_timeout_seconds: 60,
         problem,
+        faults: Default::default(),
+        security: Default::default(),
         admm: AdmmConfig {
             regularizer: Regularizer::None,
             max_rounds: rounds,
