@@ -55,7 +55,7 @@ pub struct Manifest {
     pub state_bytes: u64,
 }
 
-/// What identifies the run a checkpoint belongs to.
+/// Identity of the run a checkpoint belongs to.
 #[derive(Debug, Clone)]
 pub struct RunIdentity {
     /// Problem and model name.
@@ -206,7 +206,7 @@ pub fn load_latest(run_dir: &Path, identity: &RunIdentity) -> Result<Loaded> {
         .len();
     if size != manifest.state_bytes {
         bail!(
-            "{} is {size} bytes, its manifest says {}; the checkpoint is damaged",
+            "{} is {size} bytes, its manifest says {}; the checkpoint is corrupt, resume from an earlier one or start over",
             state_path.display(),
             manifest.state_bytes
         );

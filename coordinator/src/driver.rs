@@ -206,8 +206,8 @@ pub async fn run(
     {
         warn!(error = %format!("{e:#}"), "failed to write plots");
     }
-    // On a signal or an error the workers are stopping too, so nobody waits
-    // for them to collect the stop message.
+    // On a signal or an error the workers are stopping too, so the
+    // coordinator does not wait for them to collect the stop message.
     if failure.is_none() && stop_reason != INTERRUPTED {
         wait_for_stop_delivery(&shared).await;
     }

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What a round does when a worker has not delivered x_i.
+/// Policy of a round towards a worker that has not delivered x_i.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StragglerPolicy {
@@ -26,7 +26,7 @@ pub struct FaultConfig {
     /// Seconds a round may take before the straggler policy applies.
     #[arg(long = "round-deadline", default_value_t = 120.0)]
     pub round_deadline_seconds: f64,
-    /// What a round does about a worker that misses it.
+    /// Policy towards a worker that misses a round.
     #[arg(long = "straggler-policy", value_enum, default_value_t = StragglerPolicy::Wait)]
     pub straggler_policy: StragglerPolicy,
     /// Interval between worker heartbeats, in milliseconds.
@@ -97,17 +97,17 @@ impl FaultConfig {
         Ok(())
     }
 
-    /// The round deadline.
+    /// Returns the round deadline.
     pub fn round_deadline(&self) -> Duration {
         Duration::from_secs_f64(self.round_deadline_seconds)
     }
 
-    /// Silence after which a worker counts as lost.
+    /// Returns the silence after which a worker counts as lost.
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_timeout_seconds)
     }
 
-    /// HTTP/2 keepalive interval.
+    /// Returns the HTTP/2 keepalive interval.
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs_f64(self.keepalive_seconds)
     }

@@ -338,6 +338,20 @@ impl Coordinator for CoordinatorService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
+        let id = req.worker_id as usize;
+        // Only the registered process counts: a heartbeat of a replaced
+        // incarnation must not keep the worker looking alive.
+        let current = self
+            .shared
+            .registry
+            .lock()
+            .map(|r| r.get(id).and_then(|w| w.as_ref().map(|w| w.incarnation)))
+            .unwrap_or(None);
+        if current != Some(req.incarnation) {
+            return Err(Status::failed_precondition(format!(
+                "worker {id} is not registered under this process; register again"
+            )));
+        }
         self.check_worker(req.worker_id)?;
         Ok(Response::new(HeartbeatReply {}))
     }

@@ -51,6 +51,16 @@ struct Logged {
     seen: Vec<String>,
 }
 
+/// Kills the child if a test ends (or fails) while it is still running.
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Logged {
     fn spawn(mut cmd: std::process::Command) -> Self {
         let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 use tracing::{debug, error, info, warn};
 
-/// Pause between registration attempts while the coordinator still holds
-/// this worker id for a previous process.
+/// Pause between registration attempts while the coordinator still
+/// reserves this worker id for a previous process.
 const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// Outcome of a worker run.
@@ -35,7 +35,7 @@ pub struct WorkerSummary {
     pub stop_reason: String,
 }
 
-/// Why the round loop ended without a stop message.
+/// Reason the round loop ended without a stop message.
 enum LoopError {
     /// The connection broke or the coordinator forgot this worker; connect
     /// and register again.
@@ -50,7 +50,7 @@ impl From<anyhow::Error> for LoopError {
     }
 }
 
-/// Whether a failed call is worth reconnecting for.
+/// Returns whether a failed call is worth reconnecting for.
 fn is_connection_loss(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -105,7 +105,7 @@ pub async fn run(
     result
 }
 
-/// A random number that tells this process apart from a restarted one.
+/// Draws a random number that distinguishes this process from a restarted one.
 fn new_incarnation() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -171,14 +171,19 @@ impl Session {
                 Err(LoopError::Reconnect(cause)) => {
                     warn!(worker = self.config.worker_id, cause = %cause, "lost the coordinator; reconnecting");
                     lost_since = Some(Instant::now());
+                    // Heartbeats on the old channel would make the worker
+                    // look alive while it cannot take part in a round.
+                    if let Some(heartbeat) = self.heartbeat.take() {
+                        heartbeat.abort();
+                    }
                 }
                 Err(LoopError::Fatal(e)) => return Err(e),
             }
         }
     }
 
-    /// Registers, retrying while the coordinator still holds this id for a
-    /// previous process of this worker.
+    /// Registers, retrying while the coordinator still reserves this id for
+    /// a previous process of this worker.
     async fn register(
         &self,
         client: &mut Client,
