@@ -509,3 +509,24 @@ fn long_local_step_outlasts_keepalive() {
         rows[0].worker_compute_seconds
     );
 }
+
+#[test]
+fn sigterm_stops_worker_mid_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut coordinator = coordinator(port, dir.path(), 1, &["--max-rounds", "5"]);
+    let mut slow = worker(port, 0, &["--debug-step-delay-ms", "600000"]);
+    coordinator.wait_for(&["all workers registered"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &slow.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    slow.wait_for(&["received SIGTERM"], Duration::from_secs(10));
+    let (_, log) = slow.finish(Duration::from_secs(30));
+    let took = started.elapsed();
+    println!("worker stopped {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{log}");
+}

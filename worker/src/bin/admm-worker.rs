@@ -33,9 +33,16 @@ fn run(cli: Cli) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let summary = admm_worker::run(config, admm_report::logging::shutdown_signal()).await?;
         tracing::info!(rounds = summary.rounds, reason = %summary.stop_reason, "worker done");
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for a local step still running on a
+    // blocking thread; after a signal the process exits without it.
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    result
 }
+
+/// Longest wait for background work once the worker has stopped.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
