@@ -74,6 +74,7 @@ impl Default for RhoBalancing {
 
 /// Everything the coordinator's part of a round depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdmmConfig {
     /// Initial penalty ρ.
     pub rho: f64,

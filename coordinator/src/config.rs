@@ -5,10 +5,10 @@ use crate::faults::FaultConfig;
 use admm_consensus::{AdmmConfig, Regularizer, RhoBalancing};
 use admm_problems::{ProblemKind, ProblemSpec};
 use admm_proto::security::{ServerSecurity, ServerSecurityArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Kind of the regularizer g(z) at the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,6 +96,10 @@ impl AdmmArgs {
 /// Command-line options of `admm-coordinator`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorArgs {
+    /// JSON configuration file (the `coordinator` object of a run's
+    /// config.json); it replaces every other option except TLS and the token.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -131,6 +135,7 @@ pub struct CoordinatorArgs {
 
 /// The validated configuration of one coordinator run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -156,8 +161,17 @@ pub struct CoordinatorConfig {
 }
 
 impl CoordinatorArgs {
-    /// Resolves defaults and validates every value.
+    /// Resolves defaults and validates every value. With `--config`, the
+    /// file replaces every other option except TLS and the token.
     pub fn into_config(self) -> Result<CoordinatorConfig> {
+        if let Some(path) = &self.config {
+            let mut config = CoordinatorConfig::from_file(path)?;
+            config.security = self.security.resolve()?;
+            config
+                .validate()
+                .with_context(|| format!("invalid configuration file {}", path.display()))?;
+            return Ok(config);
+        }
         let admm = self.admm.resolve(self.problem.problem);
         let config = CoordinatorConfig {
             listen: self.listen,
@@ -176,6 +190,20 @@ impl CoordinatorArgs {
 }
 
 impl CoordinatorConfig {
+    /// Reads a configuration written as JSON, in the layout of the
+    /// `coordinator` object of a run's `config.json`. Unknown fields are
+    /// errors, so that a misspelt option is never silently ignored.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read configuration file {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "invalid configuration file {}; fix the field named above",
+                path.display()
+            )
+        })
+    }
+
     /// Checks every value, naming the first invalid one.
     pub fn validate(&self) -> Result<()> {
         self.admm.validate()?;

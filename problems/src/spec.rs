@@ -55,6 +55,7 @@ impl FromStr for HiddenLayers {
 
 /// The problem a run trains; every process of a run must agree on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
 pub struct ProblemSpec {
     /// Problem to train: regression (synthetic, needs no data) or mnist.
     #[arg(long, value_enum, default_value_t = ProblemKind::Regression)]

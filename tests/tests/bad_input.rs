@@ -333,3 +333,54 @@ fn baseline_rejects_zero_rho() {
         "{message}"
     );
 }
+
+/// Writes a coordinator configuration file after `edit` changes its JSON.
+fn config_file(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let config = common::coordinator_config(common::tiny_regression(), 1, 1, &dir.join("run"));
+    let mut value = serde_json::to_value(&config).unwrap();
+    edit(&mut value);
+    let path = dir.join("coordinator.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn config_file_unknown_field_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), |v| {
+        v["admm"]["rhoo"] = serde_json::json!(2.0);
+    });
+    let output = common::command("admm-coordinator")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    println!("{log}");
+    assert!(!output.status.success());
+    assert!(log.contains("unknown field `rhoo`"), "{log}");
+    assert!(log.contains("coordinator.json"), "{log}");
+}
+
+#[test]
+fn config_file_invalid_rho_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), |v| {
+        v["admm"]["rho"] = serde_json::json!(-1.0);
+    });
+    let output = common::command("admm-coordinator")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    println!("{log}");
+    assert!(!output.status.success());
+    assert!(
+        log.contains("rho must be positive and finite, got -1"),
+        "{log}"
+    );
+}
