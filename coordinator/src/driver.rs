@@ -81,7 +81,7 @@ pub async fn run(
     let mut z0 = Vec::new();
     evaluator.network().write_flat(&mut z0);
     let expected = ExpectedModel {
-        model_id: config.problem.model_id(),
+        model_id: config.problem.run_id(),
         layout: evaluator.network().layout().to_vec(),
         parameter_count: z0.len(),
     };
@@ -93,6 +93,13 @@ pub async fn run(
         deterministic: config.faults.deterministic,
     };
     let metrics_path = config.run_dir.join(METRICS_FILE);
+    let checkpoints = config.run_dir.join(checkpoint::CHECKPOINT_DIR);
+    if !config.faults.resume && (metrics_path.exists() || checkpoints.exists()) {
+        bail!(
+            "run directory {} already holds a run; pass --resume to continue it, or choose a new --run-dir",
+            config.run_dir.display()
+        );
+    }
     let (mut state, earlier_rows) = if config.faults.resume {
         let loaded = checkpoint::load_latest(&config.run_dir, &identity)?;
         if let Some(reason) = &loaded.manifest.stop_reason {
@@ -144,7 +151,11 @@ pub async fn run(
         stops_delivered: Default::default(),
         stop_delivered: Default::default(),
     });
-    write_config(&config, &shared)?;
+    // A resumed run keeps its config.json until the workers are back, so a
+    // failed resumption leaves the record of the run as it was.
+    if !config.faults.resume {
+        write_config(&config, &shared)?;
+    }
     let mut metrics = JsonlWriter::create(&metrics_path)?;
     for row in &earlier_rows {
         metrics.append(row)?;
@@ -394,6 +405,13 @@ impl Rounds<'_> {
                     }
                 }
                 StragglerPolicy::Wait => {
+                    // A rejected worker moves on to the next round, so
+                    // waiting for it cannot succeed.
+                    if let Some(reason) = first_rejection {
+                        bail!(
+                            "round {round}: {reason}; lower --lr or use --straggler-policy proceed to go on without the worker"
+                        );
+                    }
                     if past_deadline {
                         bail!(
                             "round {round}: waited {} s for workers {missing:?}; restart them, raise --round-deadline, or use --straggler-policy proceed",

@@ -200,7 +200,7 @@ impl Coordinator for CoordinatorService {
         if req.problem != expected.model_id {
             warn!(worker = id, declared = %req.problem, expected = %expected.model_id, "rejected registration: model");
             return Err(Status::invalid_argument(format!(
-                "worker {id} declares model {}, the run (coordinator and other workers) uses {}",
+                                "worker {id} declares problem {}, the run (coordinator and other workers) uses {}; start every process with the same problem options",
                 req.problem, expected.model_id
             )));
         }

@@ -10,13 +10,15 @@ use admm_report::jsonl::{read_rows, JsonlWriter};
 use admm_report::{RoundRow, BASELINE_FILE, METRICS_FILE};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
 /// Consensus-ADMM training on one host, its single-process baseline, and
 /// plots that compare the two.
 #[derive(Debug, clap::Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -311,7 +313,25 @@ fn run_baseline(
         "training the single-process baseline"
     );
     let mut writer = JsonlWriter::create(&run_dir.join(BASELINE_FILE))?;
-    let (rows, _) = train_baseline(problem, solver, config, device, |row| {
+    // Training runs on this thread, so a small runtime watches for Ctrl-C
+    // and SIGTERM and the loop checks the flag after every round.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let flag = interrupted.clone();
+    watcher.spawn(async move {
+        admm_report::logging::shutdown_signal().await;
+        flag.store(true, Ordering::SeqCst);
+    });
+    let result = train_baseline(problem, solver, config, device, |row| {
+        if interrupted.load(Ordering::SeqCst) {
+            bail!(
+                "interrupted during the baseline; {} keeps the rows written so far",
+                run_dir.display()
+            );
+        }
         if row.round % 10 == 0 || row.round == config.rounds {
             info!(
                 round = row.round,
@@ -322,7 +342,9 @@ fn run_baseline(
             );
         }
         writer.append(row)
-    })?;
+    });
+    watcher.shutdown_background();
+    let (rows, _) = result?;
     Ok(rows)
 }
 

@@ -142,6 +142,30 @@ impl ProblemSpec {
         format!("{}/mlp-{}", self.problem, sizes.join("-"))
     }
 
+    /// The model and the data options every worker's term depends on, as
+    /// compared at registration, for example
+    /// `regression/mlp-10-1 seed=0 dim=10 outputs=1 samples=1000 noise=0.1`.
+    /// The data folder is left out because it differs between machines.
+    pub fn run_id(&self) -> String {
+        match self.problem {
+            ProblemKind::Regression => format!(
+                "{} seed={} dim={} outputs={} samples={} noise={}",
+                self.model_id(),
+                self.seed,
+                self.dim,
+                self.outputs,
+                self.samples,
+                self.noise
+            ),
+            ProblemKind::Mnist => format!(
+                "{} seed={} train_limit={}",
+                self.model_id(),
+                self.seed,
+                self.train_limit
+            ),
+        }
+    }
+
     /// Checks the options, naming the first invalid value.
     pub fn validate(&self) -> Result<()> {
         if self.problem == ProblemKind::Regression {

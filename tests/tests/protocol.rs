@@ -32,7 +32,7 @@ fn register_request(worker_id: u32, spec: &admm_problems::ProblemSpec) -> Regist
         protocol_version: PROTOCOL_VERSION,
         worker_id,
         role: "shard".into(),
-        problem: spec.model_id(),
+        problem: spec.run_id(),
         layout: layout(spec),
         host: "test".into(),
         device: "cpu".into(),
@@ -104,8 +104,11 @@ async fn submit(
 async fn bad_uploads_leave_z_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_regression();
-    let (url, coordinator) =
-        start_coordinator(coordinator_config(spec.clone(), 1, 1, dir.path())).await;
+    let mut config = coordinator_config(spec.clone(), 1, 1, dir.path());
+    // Under the default wait policy a rejected update ends the run; proceed
+    // keeps the round open for the valid update that follows.
+    config.faults.straggler_policy = admm_coordinator::faults::StragglerPolicy::Proceed;
+    let (url, coordinator) = start_coordinator(config).await;
     let mut client = connect(&url).await;
     client
         .register(register_request(0, &spec))

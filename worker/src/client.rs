@@ -116,7 +116,7 @@ pub(crate) fn register_request(
         protocol_version: PROTOCOL_VERSION,
         worker_id: config.worker_id as u32,
         role: "shard".into(),
-        problem: config.problem.model_id(),
+        problem: config.problem.run_id(),
         layout: network
             .layout()
             .iter()

@@ -191,6 +191,7 @@ impl Session {
     ) -> Result<RegisterReply, LoopError> {
         let deadline = Instant::now() + timeout;
         let id = self.config.worker_id;
+        let mut attempts = 0u32;
         loop {
             let request = register_request(&self.config, &self.layout_model, self.incarnation)?;
             match client.register(request).await {
@@ -208,11 +209,14 @@ impl Session {
                 Err(status)
                     if status.code() == Code::AlreadyExists && Instant::now() < deadline =>
                 {
-                    debug!(
-                        worker = id,
-                        message = status.message(),
-                        "worker id still held by a previous process; retrying"
-                    );
+                    if attempts == 0 {
+                        warn!(
+                            worker = id,
+                            message = status.message(),
+                            "worker id in use; retrying until the previous process times out"
+                        );
+                    }
+                    attempts += 1;
                     tokio::time::sleep(REGISTER_RETRY).await;
                 }
                 Err(status) if is_connection_loss(&status) => {

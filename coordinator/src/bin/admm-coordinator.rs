@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// rounds of z-update, dual update and residuals until convergence or the
 /// round limit, writing metrics, the model and plots into the run directory.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     #[command(flatten)]
     args: CoordinatorArgs,

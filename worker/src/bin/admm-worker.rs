@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// runs the local x-update on its data shard every round until the
 /// coordinator stops the run.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     #[command(flatten)]
     args: WorkerArgs,
