@@ -44,7 +44,7 @@ impl EvaluationThread {
                         objective = row.objective,
                         loss = row.loss,
                         g = row.g,
-                        test_accuracy = row.test_accuracy.unwrap_or(f64::NAN),
+                        test_accuracy = row.test_accuracy,
                         primal = row.primal_residual.unwrap_or(f64::NAN),
                         dual = row.dual_residual.unwrap_or(f64::NAN),
                         rho = row.rho.unwrap_or(f64::NAN),

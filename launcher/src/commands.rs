@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Consensus-ADMM training on one host, its single-process baseline, and
 /// plots that compare the two.
@@ -92,6 +92,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_local(args),
         Command::Baseline(args) => {
+            if args.rounds == 0 {
+                bail!("--rounds must be at least 1, got 0");
+            }
             args.problem.validate()?;
             args.solver.validate()?;
             let admm = args.admm.resolve(args.problem.problem);
@@ -146,7 +149,19 @@ fn run_local(args: RunArgs) -> Result<()> {
     let logs = run_dir.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("failed to create {}", logs.display()))?;
-    let cores = args.cores.unwrap_or_else(available_cores).max(1);
+    let available = available_cores();
+    let cores = match args.cores {
+        Some(0) => bail!("--cores must be at least 1, got 0"),
+        Some(requested) if requested > available => {
+            warn!(
+                requested,
+                available, "--cores is more than this machine has; using {available}"
+            );
+            available
+        }
+        Some(requested) => requested,
+        None => available,
+    };
     // Workers compute while the coordinator mostly waits, so the workers
     // share the cores and the coordinator gets one thread.
     let worker_threads = (cores / args.workers).max(1);
@@ -337,7 +352,7 @@ fn run_baseline(
                 round = row.round,
                 objective = row.objective,
                 loss = row.loss,
-                test_accuracy = row.test_accuracy.unwrap_or(f64::NAN),
+                test_accuracy = row.test_accuracy,
                 "baseline round"
             );
         }

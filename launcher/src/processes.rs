@@ -60,7 +60,13 @@ impl Supervised {
         let (task_tail, task_name, task_path) =
             (tail.clone(), name.to_string(), log_path.to_owned());
         tokio::spawn(async move {
-            let mut log = match tokio::fs::File::create(&task_path).await {
+            // Appending keeps the logs of an earlier run when the launcher resumes it.
+            let opened = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&task_path)
+                .await;
+            let mut log = match opened {
                 Ok(file) => Some(file),
                 Err(e) => {
                     warn!(path = %task_path.display(), error = %e, "cannot create log file");

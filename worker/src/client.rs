@@ -80,7 +80,7 @@ pub async fn connect(
                 }
                 if Instant::now() + pause > deadline {
                     bail!(
-                        "could not connect to the coordinator at {url} within {} s ({attempt} attempts): {cause}; \
+                        "could not connect to the coordinator at {url} within {} s ({attempt} attempt(s)): {cause}; \
                          check that it is running and reachable, or raise --connect-timeout",
                         timeout.as_secs()
                     );
