@@ -310,7 +310,7 @@ impl Rounds<'_> {
                 z: Arc::new(state.z.clone()),
             })?;
             let every = self.config.faults.checkpoint_every;
-            if outcome.stop.is_none() && every > 0 && round % every == 0 {
+            if outcome.stop.is_none() && every > 0 && round.is_multiple_of(every) {
                 write_checkpoint(self.config, state, self.identity, None)?;
             }
             if let Some(reason) = outcome.stop {

@@ -439,10 +439,7 @@ async fn fetch(
     let blocks: u64 = if header.includes_local { 3 } else { 2 };
     // A declared count so large that the product overflows is rejected
     // like any other wrong count.
-    let declared = header
-        .parameter_count
-        .checked_mul(blocks)
-        .unwrap_or(u64::MAX);
+    let declared = header.parameter_count.saturating_mul(blocks);
     assembler
         .reset(declared, blocks as usize * n)
         .map_err(anyhow::Error::from)?;
