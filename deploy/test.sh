@@ -16,5 +16,6 @@ if [[ ! -d "$ADMM_MNIST_DIR" ]]; then
 fi
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 cargo test --workspace --locked

@@ -80,9 +80,9 @@ impl ConsensusState {
         }
     }
 
-    /// Rebuilds a state saved after `round` rounds; `z_prev` is the z of
-    /// the round before, needed for nothing but the dual residual already
-    /// recorded, so it starts equal to z.
+    /// Rebuilds a state saved after `round` rounds. `z_prev` starts equal
+    /// to z, because it only feeds the dual residual of the saved round,
+    /// which is already recorded.
     pub fn restore(
         z: Vec<f32>,
         locals: Vec<Vec<f32>>,

@@ -40,7 +40,7 @@ const INTERRUPTED: &str = "interrupted";
 pub struct RunSummary {
     /// Rounds completed.
     pub rounds: u64,
-    /// Why the run stopped.
+    /// Reason the run stopped.
     pub stop_reason: String,
     /// Final consensus z.
     pub z: Vec<f32>,
@@ -96,7 +96,7 @@ pub async fn run(
     let checkpoints = config.run_dir.join(checkpoint::CHECKPOINT_DIR);
     if !config.faults.resume && (metrics_path.exists() || checkpoints.exists()) {
         bail!(
-            "run directory {} already holds a run; pass --resume to continue it, or choose a new --run-dir",
+            "run directory {} already contains a run; pass --resume to continue it, or choose a new --run-dir",
             config.run_dir.display()
         );
     }

@@ -60,7 +60,7 @@ impl Published {
     }
 }
 
-/// What a worker's call tells the round driver.
+/// Event a worker's call sends to the round driver.
 #[derive(Debug)]
 pub enum WorkerEvent {
     /// A checked x_i.
@@ -71,7 +71,7 @@ pub enum WorkerEvent {
         worker: usize,
         /// Round it belonged to.
         round: u64,
-        /// Why it was rejected.
+        /// Reason for the rejection.
         reason: String,
     },
 }

@@ -97,7 +97,7 @@ impl Shared {
         }
     }
 
-    /// Whether worker `id` has been silent for longer than the heartbeat
+    /// Returns whether worker `id` has been silent for longer than the heartbeat
     /// timeout (or was never heard from).
     pub fn is_lost(&self, id: usize) -> bool {
         self.last_seen

@@ -112,7 +112,7 @@ impl Supervised {
         self.poll()
     }
 
-    /// The last lines of the child's log.
+    /// Returns the last lines of the child's log.
     pub fn tail(&self) -> String {
         self.tail
             .lock()

@@ -63,7 +63,7 @@ impl Evaluator {
         })
     }
 
-    /// The evaluation model, for its layout and initial parameters.
+    /// Returns the evaluation model, for its layout and initial parameters.
     pub fn network(&self) -> &Network {
         &self.net
     }

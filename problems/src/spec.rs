@@ -142,8 +142,8 @@ impl ProblemSpec {
         format!("{}/mlp-{}", self.problem, sizes.join("-"))
     }
 
-    /// The model and the data options every worker's term depends on, as
-    /// compared at registration, for example
+    /// Returns the model and the data options every worker's term depends
+    /// on, as compared at registration, for example
     /// `regression/mlp-10-1 seed=0 dim=10 outputs=1 samples=1000 noise=0.1`.
     /// The data folder is left out because it differs between machines.
     pub fn run_id(&self) -> String {

@@ -25,8 +25,8 @@ pub const DTYPE_F32: &str = "f32";
 
 /// HTTP/2 settings both ends use for parameter streams.
 pub mod tuning {
-    /// Stream and connection flow-control windows, in bytes: large enough
-    /// that a 1 MiB chunk never waits for a window update on loopback.
+    /// Stream and connection flow-control windows, in bytes, chosen to hold
+    /// many 1 MiB chunks so that a sender seldom waits for a window update.
     pub const WINDOW_BYTES: u32 = 64 << 20;
     /// Largest HTTP/2 frame, in bytes (the protocol's maximum is 16 MiB − 1).
     pub const MAX_FRAME_BYTES: u32 = 1 << 20;

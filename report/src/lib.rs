@@ -1,4 +1,4 @@
-//! What a training run leaves on disk: one [`RoundRow`] per round in a JSON
+//! The files a training run leaves on disk: one [`RoundRow`] per round in a JSON
 //! lines file, and PNG plots that put ADMM and the single-process baseline
 //! on the same axes.
 //!

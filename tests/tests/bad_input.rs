@@ -7,6 +7,9 @@
 //! and a declared parameter count far above the model's are checked
 //! against a real coordinator in `protocol.rs`.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{command, mnist_dir};

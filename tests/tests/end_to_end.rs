@@ -2,6 +2,9 @@
 //! processes on loopback: the regression toy against its closed form, MNIST
 //! accuracy, and a failing worker.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use admm_problems::data::regression::{generate, ridge_solution};

@@ -4,6 +4,9 @@
 //! global allocator records the largest allocation of each input, so that a
 //! header cannot make a decoder allocate beyond what the input contains.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use admm_problems::data::idx::{self, IMAGES_MAGIC, LABELS_MAGIC};
 use admm_problems::rng::SplitMix64;
 use std::alloc::{GlobalAlloc, Layout, System};

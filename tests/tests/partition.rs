@@ -9,6 +9,9 @@
 //! passes. Every process and every packet stays inside the two namespaces
 //! that the test creates.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use admm_report::jsonl::read_rows;

@@ -1,6 +1,9 @@
 //! The wire protocol against a real coordinator on loopback: registration
 //! checks, upload checks, connection retries and a model above 64 MiB.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use admm_proto::pb::coordinator_client::CoordinatorClient;

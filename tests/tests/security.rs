@@ -4,6 +4,9 @@
 //! missing or untrusted client certificate and a missing or wrong token are
 //! rejected. The token must never reach a log or `config.json`.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use admm_proto::pb::coordinator_client::CoordinatorClient;

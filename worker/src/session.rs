@@ -2,7 +2,7 @@
 //! and upload each round until the coordinator ends the run. A lost
 //! connection (a restarted coordinator, a network partition) leads back to
 //! connect and register, which resynchronizes the worker with the current
-//! round; every worker, new or returning, takes that same path.
+//! round. Every worker, new or returning, takes that same path.
 
 use crate::client::{connect, register_request, Client};
 use crate::config::WorkerConfig;

@@ -97,13 +97,13 @@ fn consensus_reaches_mean_for_each_rho() {
             ..Default::default()
         };
         let state = run_quadratic_consensus(&config, config.max_rounds);
-        for j in 0..3 {
-            let err = (f64::from(state.z[j]) - mean[j]).abs();
+        for (j, &expected) in mean.iter().enumerate() {
+            let err = (f64::from(state.z[j]) - expected).abs();
             assert!(
                 err < 1e-4,
                 "rho={rho}: z[{j}]={} expected {} (round {})",
                 state.z[j],
-                mean[j],
+                expected,
                 state.round
             );
         }

@@ -23,7 +23,7 @@ impl Dataset {
         self.inputs.size()[0] as usize
     }
 
-    /// Whether the set has no sample.
+    /// Returns whether the set has no sample.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

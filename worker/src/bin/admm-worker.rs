@@ -44,5 +44,5 @@ fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// Longest wait for background work once the worker has stopped.
+/// Maximum wait for background work once the worker has stopped.
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
