@@ -33,6 +33,9 @@ enum Command {
     Run(RunArgs),
     /// Train the single-process baseline alone.
     Baseline(BaselineArgs),
+    /// Compare the vanilla DCGAN, the plain GAN split and its remedies at
+    /// equal epochs, and write a results page.
+    GanBench(crate::gan_bench::GanBenchArgs),
     /// Redraw the plots of a run directory.
     Plot {
         /// Run directory holding metrics.jsonl (and baseline.jsonl).
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print_summary("baseline", &rows);
             Ok(())
         }
+        Command::GanBench(args) => crate::gan_bench::run(args),
         Command::Plot { run_dir } => plot(&run_dir),
     }
 }
