@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod gan_commands;
 mod processes;
 
 use clap::Parser;
