@@ -255,7 +255,7 @@ impl Classifier {
     /// the CPU.
     pub fn features_and_classes(&self, images: &Tensor) -> (Tensor, Tensor) {
         let count = images.size()[0];
-        let inputs = images.view([count, IMAGE_PIXELS as i64]);
+        let inputs = images.reshape([count, IMAGE_PIXELS as i64]);
         let mut features = Vec::new();
         let mut classes = Vec::new();
         tch::no_grad(|| {
@@ -514,6 +514,10 @@ impl QualityEvaluator {
     /// Measures images in [-1, 1] of shape `[N, 1, 28, 28]`, N ≥ 2, against
     /// the MNIST test set.
     pub fn evaluate_images(&self, images: &Tensor) -> Result<QualityReport> {
+        let size = images.size();
+        if size.len() != 4 || size[1..] != [1, 28, 28] {
+            bail!("expected images of shape [N, 1, 28, 28], got {size:?}");
+        }
         let (features, classes) = self.classifier.features_and_classes(images);
         let stats = FeatureStats::from_features(&features)?;
         let class_histogram = class_histogram(&classes);
