@@ -41,6 +41,12 @@ enum Command {
         /// Run directory holding metrics.jsonl (and baseline.jsonl).
         run_dir: PathBuf,
     },
+    /// Measure a saved GAN generator: FID on the features of an MNIST
+    /// classifier trained on first use (not comparable with Inception FIDs),
+    /// and the entropy and histogram of its predicted classes.
+    GanEval(crate::gan_commands::GanEvalArgs),
+    /// Write images from a saved GAN generator to an IDX images file.
+    GanExport(crate::gan_commands::GanExportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +138,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::GanBench(args) => crate::gan_bench::run(args),
         Command::Plot { run_dir } => plot(&run_dir),
+        Command::GanEval(args) => crate::gan_commands::run_gan_eval(args),
+        Command::GanExport(args) => crate::gan_commands::run_gan_export(args),
     }
 }
 

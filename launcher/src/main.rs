@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod gan_bench;
+mod gan_commands;
 mod processes;
 
 use clap::Parser;

@@ -13,7 +13,9 @@
 //! - [`gan`]: the DCGAN problem: its models, the two halves of the split
 //!   discriminator, the coordinator's generator, and quality measures.
 //! - [`device`]: parsing `cpu` / `cuda:N` and refusing absent devices.
+//! - [`atomic_file`]: writing files through a temporary name and a rename.
 
+pub mod atomic_file;
 pub mod baseline;
 pub mod data;
 pub mod device;

@@ -169,4 +169,30 @@ fn short_split_run_writes_grids_metrics_and_generator() {
         .expect("the checkpoint holds the generator");
     let expected = Network::generator(&small_gan().gan, Device::Cpu, 0).num_params();
     assert_eq!(generator.1.numel(), expected);
+
+    // The evaluation command reads the generator from the checkpoint.
+    let report = dir.path().join("quality.json");
+    let output = command("admm-train")
+        .args(["gan-eval", "--generator"])
+        .arg(state.parent().unwrap())
+        .args(["--samples", "200", "--json"])
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(mnist_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "gan-eval failed:\n{stderr}");
+    let quality: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    println!("quality of the short run's generator: {quality}");
+    let fid = quality["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{quality}");
+    let histogram: u64 = quality["class_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram, 200);
 }

@@ -1,7 +1,8 @@
-//! Reader of IDX files, the format of MNIST: a big-endian u32 magic, one
-//! big-endian u32 per dimension, then the u8 values in row-major order.
-//! Files may be gzip-compressed; compression is detected from the content
-//! (the gzip magic 1f 8b), not from the file name.
+//! Reader and writer of IDX files, the format of MNIST: a big-endian u32
+//! magic, one big-endian u32 per dimension, then the u8 values in row-major
+//! order. Files may be gzip-compressed; compression is detected from the
+//! content (the gzip magic 1f 8b), not from the file name. The writer
+//! writes uncompressed files.
 
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -113,6 +114,41 @@ pub fn read_idx(path: &Path, expected: u32) -> Result<IdxArray, IdxError> {
         cause,
     })?;
     decode_idx(path, &file_bytes, expected)
+}
+
+/// Writes u8 images (row-major, 0 is background) as an uncompressed IDX
+/// file with magic 2051 and dimensions `[count, rows, cols]`, through a
+/// temporary file and a rename. Fails when `pixels` does not contain exactly
+/// `count × rows × cols` values or a dimension does not fit in a u32.
+pub fn write_idx_images(
+    path: &Path,
+    pixels: &[u8],
+    count: usize,
+    rows: usize,
+    cols: usize,
+) -> anyhow::Result<()> {
+    let dims = [count, rows, cols];
+    let expected = value_count(&dims);
+    if pixels.len() != expected {
+        anyhow::bail!(
+            "cannot write {}: {} pixels given, dimensions {dims:?} need {expected}",
+            path.display(),
+            pixels.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(header_len(dims.len()) + pixels.len());
+    bytes.extend(IMAGES_MAGIC.to_be_bytes());
+    for dim in dims {
+        let dim = u32::try_from(dim).map_err(|_| {
+            anyhow::anyhow!(
+                "cannot write {}: dimension {dim} does not fit in the u32 of an IDX header",
+                path.display()
+            )
+        })?;
+        bytes.extend(dim.to_be_bytes());
+    }
+    bytes.extend_from_slice(pixels);
+    crate::atomic_file::write_bytes(path, &bytes)
 }
 
 /// Decodes the content of an IDX file, decompressing it first when it
@@ -310,6 +346,33 @@ mod tests {
         };
         assert_eq!(read_idx(&raw, LABELS_MAGIC).unwrap(), expected);
         assert_eq!(read_idx(&gz, LABELS_MAGIC).unwrap(), expected);
+    }
+
+    #[test]
+    fn written_images_read_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images-idx3-ubyte");
+        let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 11) as u8).collect();
+        write_idx_images(&path, &pixels, 2, 3, 4).unwrap();
+        let array = read_idx(&path, IMAGES_MAGIC).unwrap();
+        assert_eq!(array.dims, [2, 3, 4]);
+        assert_eq!(array.values, pixels);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            idx_bytes(IMAGES_MAGIC, &[2, 3, 4], &pixels)
+        );
+    }
+
+    #[test]
+    fn write_rejects_wrong_pixel_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images");
+        let err = write_idx_images(&path, &[0; 5], 1, 2, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("5 pixels given"), "{err}");
+        assert!(err.contains("need 4"), "{err}");
+        assert!(!path.exists());
     }
 
     #[test]

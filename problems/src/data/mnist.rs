@@ -21,7 +21,7 @@ pub enum Split {
 }
 
 impl Split {
-    fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Test => "t10k",
@@ -30,7 +30,7 @@ impl Split {
 }
 
 /// Finds `name` or `name.gz` in `dir`; the content decides how it is read.
-fn find_file(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn find_file(dir: &Path, name: &str) -> Result<PathBuf> {
     for candidate in [name.to_string(), format!("{name}.gz")] {
         let path = dir.join(&candidate);
         if path.is_file() {

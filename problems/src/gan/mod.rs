@@ -26,9 +26,12 @@
 //! - [`trainer`]: the coordinator's generator, diagnostics and sample grids.
 //! - [`vanilla`]: the same DCGAN trained the ordinary way in one process.
 //! - [`quality`]: Fréchet distance on classifier features, class histogram.
+//! - [`files`]: loading and saving generators, exporting their samples.
 
+pub mod files;
 pub mod local;
 pub mod model;
+pub mod quality;
 pub mod trainer;
 pub mod vanilla;
 
