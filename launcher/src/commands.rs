@@ -92,6 +92,9 @@ struct BaselineArgs {
     /// Device: cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CPU threads of the training [default: all available cores].
+    #[arg(long)]
+    cores: Option<usize>,
     #[command(flatten)]
     problem: ProblemSpec,
     #[command(flatten)]
@@ -131,7 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 &config,
                 &args.device,
                 &args.run_dir,
-                available_cores(),
+                resolve_cores(args.cores)?,
             )?;
             print_summary("baseline", &rows);
             Ok(())
@@ -147,6 +150,23 @@ fn available_cores() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
+}
+
+/// The cores to use: `--cores` capped at the machine's count, or all.
+fn resolve_cores(requested: Option<usize>) -> Result<usize> {
+    let available = available_cores();
+    Ok(match requested {
+        Some(0) => bail!("--cores must be at least 1, got 0"),
+        Some(requested) if requested > available => {
+            warn!(
+                requested,
+                available, "--cores is more than this machine has; using {available}"
+            );
+            available
+        }
+        Some(requested) => requested,
+        None => available,
+    })
 }
 
 /// Launches the coordinator and workers, supervises them, then runs the
@@ -173,19 +193,7 @@ fn run_local(args: RunArgs) -> Result<()> {
     let logs = run_dir.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("failed to create {}", logs.display()))?;
-    let available = available_cores();
-    let cores = match args.cores {
-        Some(0) => bail!("--cores must be at least 1, got 0"),
-        Some(requested) if requested > available => {
-            warn!(
-                requested,
-                available, "--cores is more than this machine has; using {available}"
-            );
-            available
-        }
-        Some(requested) => requested,
-        None => available,
-    };
+    let cores = resolve_cores(args.cores)?;
     // Workers compute while the coordinator mostly waits, so the workers
     // share the cores and the coordinator gets one thread.
     let worker_threads = (cores / args.workers).max(1);

@@ -62,6 +62,10 @@ pub struct GanBenchArgs {
     /// Device of the workers, the generator and the vanilla run.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU cores of each run: the vanilla run's threads, and the cores the
+    /// split's two workers share [default: all available].
+    #[arg(long)]
+    pub cores: Option<usize>,
     /// Generated images per evaluation.
     #[arg(long, default_value_t = 10_000)]
     pub eval_samples: usize,
@@ -84,7 +88,7 @@ struct Variant {
     flags: Vec<String>,
 }
 
-/// What one variant produced.
+/// Figures of one variant's run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Outcome {
     variant: String,
@@ -282,6 +286,9 @@ fn train(
             .arg(run_dir);
     }
     command.args(common_flags(args)).args(&variant.flags);
+    if let Some(cores) = args.cores {
+        command.args(["--cores", &cores.to_string()]);
+    }
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("failed to create {}", run_dir.display()))?;
     let log = run_dir.join("bench.log");

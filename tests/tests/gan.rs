@@ -26,7 +26,7 @@ fn small_gan() -> ProblemSpec {
     spec
 }
 
-/// A discriminator whose answer ignores the image: batch norm scales of 0
+/// A discriminator whose output ignores the image: batch norm scales of 0
 /// and shifts of 1 feed a constant into the last layer, whose weights all
 /// have the sign of `verdict`.
 fn constant_discriminator(spec: &ProblemSpec, verdict: f32) -> Vec<f32> {
@@ -187,7 +187,8 @@ fn short_split_run_writes_grids_metrics_and_generator() {
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     println!("quality of the short run's generator: {quality}");
     let fid = quality["fid"].as_f64().unwrap();
-    assert!(fid.is_finite() && fid > 0.0, "{quality}");
+    assert!(fid.is_finite(), "{quality}");
+    assert!(fid > 0.0, "{quality}");
     let histogram: u64 = quality["class_histogram"]
         .as_array()
         .unwrap()

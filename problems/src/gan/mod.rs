@@ -13,13 +13,12 @@
 //! noise. Each worker's term is weighted by 1/(workers in its half), so the
 //! terms of a half add up to that half's expectation.
 //!
-//! The generator lives at the coordinator ([`trainer`]). It is trained
-//! against z, which only the coordinator holds whole at the end of a round;
-//! it must be the same for every fake-half worker, which a single owner
-//! broadcasting its parameters guarantees; and the coordinator already writes
-//! the checkpoints and the outputs it must appear in. The cost is the
-//! generator's steps on the coordinator between rounds, small next to the
-//! discriminator's local steps for the models here.
+//! The generator lives at the coordinator ([`trainer`]), for three reasons.
+//! It is trained against z, and only the coordinator has all of z at the
+//! end of a round. Every fake-half worker must use the same generator, which
+//! a single owner that broadcasts its parameters guarantees. And the
+//! coordinator already writes the checkpoints and outputs that must contain
+//! it. The cost is the generator's steps on the coordinator between rounds.
 //!
 //! - [`model`]: the generator and discriminator networks.
 //! - [`local`]: a worker's half of the discriminator objective.

@@ -439,7 +439,9 @@ pub fn entropy_bits(histogram: &[u64]) -> f64 {
         .filter(|&&count| count > 0)
         .map(|&count| {
             let p = count as f64 / total as f64;
-            -p * p.log2()
+            // p·log2(1/p) rather than −p·log2(p), so that one class gives
+            // +0 and not −0.
+            p * (1.0 / p).log2()
         })
         .sum()
 }

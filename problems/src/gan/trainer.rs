@@ -32,8 +32,8 @@ pub const SAMPLES_DIR: &str = "samples";
 /// File name of the generator in a run directory.
 pub const GENERATOR_FILE: &str = "generator.safetensors";
 
-/// How the generator is trained, how the split is watched, and the
-/// interleaving remedy. Options of the coordinator (and of the baseline).
+/// Options of the coordinator (and of the baseline) for the generator's
+/// training, the diagnostics of the split, and the interleaving remedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct GanTraining {
@@ -174,7 +174,7 @@ pub struct GanTrainer {
 impl GanTrainer {
     /// Loads the training images and builds the generator of `problem`.
     /// `real_batches` is the number of real-image batches the discriminator
-    /// sees per generator step (the real-half workers, or 1).
+    /// takes per generator step (the real-half workers, or 1).
     pub fn new(problem: &ProblemSpec, training: &GanTraining, real_batches: usize) -> Result<Self> {
         training.validate()?;
         let device = crate::parse_device(&training.generator_device)?;
@@ -243,7 +243,7 @@ impl GanTrainer {
         &self.generator
     }
 
-    /// The generator's parameters as one vector.
+    /// Returns the generator's parameters as one vector.
     pub fn generator_flat(&self) -> Vec<f32> {
         let mut out = Vec::new();
         self.generator.write_flat(&mut out);
@@ -296,8 +296,8 @@ impl GanTrainer {
         Ok(sum / steps.max(1) as f64)
     }
 
-    /// Returns whether the interleaving schedule asks for discriminator
-    /// steps after `round`.
+    /// Returns whether interleaved discriminator steps are due after
+    /// `round`.
     pub fn interleaves_after(&self, round: u64) -> bool {
         self.training.interleave_every > 0 && round.is_multiple_of(self.training.interleave_every)
     }
@@ -329,7 +329,8 @@ impl GanTrainer {
         self.training.interleave_steps
     }
 
-    /// What discriminator `theta` makes of the probe batches.
+    /// Measures the mean probabilities discriminator `theta` gives to the
+    /// probe batches.
     pub fn verdict(&mut self, theta: &[f32]) -> Result<Verdict> {
         self.critic.load_flat(theta)?;
         tch::no_grad(|| {
@@ -351,7 +352,8 @@ impl GanTrainer {
         })
     }
 
-    /// The full discriminator objective of `theta` on the probe batches.
+    /// Computes the full discriminator objective of `theta` on the probe
+    /// batches.
     fn probe_loss(&mut self, theta: &[f32]) -> Result<f64> {
         self.critic.load_flat(theta)?;
         Ok(tch::no_grad(|| {
@@ -362,8 +364,8 @@ impl GanTrainer {
         }))
     }
 
-    /// The diagnostics after `round`: the consensus `z` and, for a split
-    /// run, the mean x_i of each half.
+    /// Measures the diagnostics after `round` from the consensus `z` and,
+    /// for a split run, the mean x_i of each half.
     pub fn diagnose(
         &mut self,
         round: u64,
