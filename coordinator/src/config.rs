@@ -69,7 +69,7 @@ impl AdmmArgs {
     pub fn resolve(&self, problem: ProblemKind) -> AdmmConfig {
         let kind = self.regularizer.unwrap_or(match problem {
             ProblemKind::Regression => RegularizerKind::L2,
-            ProblemKind::Mnist => RegularizerKind::None,
+            ProblemKind::Mnist | ProblemKind::Gan => RegularizerKind::None,
         });
         let regularizer = match kind {
             RegularizerKind::None => Regularizer::None,

@@ -254,9 +254,11 @@ fn run_local(args: RunArgs) -> Result<()> {
 fn check_samples_per_worker(problem: &ProblemSpec, workers: usize) -> Result<()> {
     let (samples, flag) = match problem.problem {
         ProblemKind::Regression => (problem.samples, "--samples"),
-        ProblemKind::Mnist if problem.train_limit > 0 => (problem.train_limit, "--train-limit"),
+        ProblemKind::Mnist | ProblemKind::Gan if problem.train_limit > 0 => {
+            (problem.train_limit, "--train-limit")
+        }
         // The size of the MNIST files is known only once the workers read them.
-        ProblemKind::Mnist => return Ok(()),
+        ProblemKind::Mnist | ProblemKind::Gan => return Ok(()),
     };
     if samples < workers {
         bail!(

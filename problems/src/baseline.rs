@@ -60,7 +60,7 @@ pub fn train_baseline(
     };
     let train_eval = data.slice(0, eval_len);
     let test = match spec.problem {
-        ProblemKind::Mnist => {
+        ProblemKind::Mnist | ProblemKind::Gan => {
             let dir = spec
                 .data_dir
                 .as_deref()
@@ -70,7 +70,7 @@ pub fn train_baseline(
         ProblemKind::Regression => None,
     };
     let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
-    let mut optimizer = build_optimizer(solver, &net)?;
+    let mut optimizer = build_optimizer(solver, spec.problem, &net)?;
     let batch = solver.batch_size.saturating_mul(config.workers.max(1));
     let mut sampler = BatchSampler::new(
         data.len(),

@@ -45,7 +45,7 @@ impl Evaluator {
         let train = train.slice(0, keep).to_device(device);
         let test = match spec.problem {
             ProblemKind::Regression => None,
-            ProblemKind::Mnist => {
+            ProblemKind::Mnist | ProblemKind::Gan => {
                 let dir = spec
                     .data_dir
                     .as_deref()

@@ -10,12 +10,15 @@
 //!   inexact x-update that minimizes `f_i(x) + (ρ/2)‖x − z + u_i‖²`.
 //! - [`evaluate`]: loss, regularizer and accuracy of a parameter vector.
 //! - [`baseline`]: ordinary single-process training of the same objective.
+//! - [`gan`]: the DCGAN problem: its models, the two halves of the split
+//!   discriminator, the coordinator's generator, and quality measures.
 //! - [`device`]: parsing `cpu` / `cuda:N` and refusing absent devices.
 
 pub mod baseline;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod gan;
 pub mod network;
 pub mod objective;
 pub mod rng;

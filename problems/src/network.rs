@@ -1,9 +1,12 @@
 //! The models, with a fixed parameter layout and conversion between their
 //! tensors and one flat `f32` vector θ, the form ADMM works on.
 //!
-//! The layout is the creation order of the tensors: `fc0.weight`,
-//! `fc0.bias`, `fc1.weight`, … Every process builds the same layout from
-//! the same options, and the coordinator checks it at registration.
+//! The layout is the creation order of the trainable tensors: `fc0.weight`,
+//! `fc0.bias`, `fc1.weight`, … for an MLP, and the names of
+//! [`crate::gan::model`] for the DCGAN pair. Every process builds the same
+//! layout from the same options, and the coordinator checks it at
+//! registration. Buffers such as batch-norm running statistics are not
+//! parameters: they stay local to each process.
 
 use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
@@ -32,10 +35,18 @@ impl ParamSpec {
     }
 }
 
-/// A ReLU MLP in a `VarStore`, with its parameters in layout order.
+/// The layers of a model, by architecture.
+pub(crate) enum Architecture {
+    /// Linear layers with ReLU between them.
+    Mlp(Vec<nn::Linear>),
+    /// A DCGAN generator or discriminator.
+    Dcgan(crate::gan::model::DcganLayers),
+}
+
+/// A model in a `VarStore`, with its trainable parameters in layout order.
 pub struct Network {
     vs: nn::VarStore,
-    layers: Vec<nn::Linear>,
+    architecture: Architecture,
     params: Vec<(String, Tensor)>,
     layout: Vec<ParamSpec>,
 }
@@ -67,6 +78,18 @@ impl Network {
             names.push(format!("{name}.weight"));
             names.push(format!("{name}.bias"));
         }
+        let mut network = Self::from_parts(vs, Architecture::Mlp(layers), names);
+        network.initialize(sizes, seed);
+        network
+    }
+
+    /// Assembles a model from its variable store, layers and the names of
+    /// its trainable tensors in layout order.
+    pub(crate) fn from_parts(
+        vs: nn::VarStore,
+        architecture: Architecture,
+        names: Vec<String>,
+    ) -> Self {
         let variables = vs.variables();
         let params: Vec<(String, Tensor)> = names
             .into_iter()
@@ -83,14 +106,12 @@ impl Network {
                 dtype: "f32".into(),
             })
             .collect();
-        let mut network = Self {
+        Self {
             vs,
-            layers,
+            architecture,
             params,
             layout,
-        };
-        network.initialize(sizes, seed);
-        network
+        }
     }
 
     /// Draws every weight and bias uniformly from ±1/sqrt(fan_in), the
@@ -111,17 +132,29 @@ impl Network {
         }
     }
 
-    /// Runs the forward pass: linear layers with ReLU between them.
+    /// Runs the forward pass in training mode (batch statistics in
+    /// batch-norm layers).
     pub fn forward(&self, input: &Tensor) -> Tensor {
-        let mut x = input.shallow_clone();
-        let last = self.layers.len().saturating_sub(1);
-        for (index, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x);
-            if index < last {
-                x = x.relu();
+        self.forward_t(input, true)
+    }
+
+    /// Runs the forward pass; `train` selects batch statistics (true) or
+    /// running statistics (false) in batch-norm layers.
+    pub fn forward_t(&self, input: &Tensor, train: bool) -> Tensor {
+        match &self.architecture {
+            Architecture::Mlp(layers) => {
+                let mut x = input.shallow_clone();
+                let last = layers.len().saturating_sub(1);
+                for (index, layer) in layers.iter().enumerate() {
+                    x = layer.forward(&x);
+                    if index < last {
+                        x = x.relu();
+                    }
+                }
+                x
             }
+            Architecture::Dcgan(layers) => layers.forward_t(input, train),
         }
-        x
     }
 
     /// Returns the variable store, for building optimizers.

@@ -28,31 +28,48 @@ pub fn data_loss(problem: ProblemKind, net: &Network, inputs: &Tensor, targets: 
             .square()
             .sum_dim_intlist(1, false, Kind::Float)
             .mean(Kind::Float),
-        ProblemKind::Mnist => {
+        ProblemKind::Mnist | ProblemKind::Gan => {
             output.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)
         }
     }
 }
 
-/// Loads the training set of a problem (on the CPU).
+/// Loads the training set of a problem (on the CPU). For the GAN the
+/// inputs are the images scaled to [-1, 1], one row of 784 per image.
 pub fn load_training_data(spec: &ProblemSpec) -> Result<Dataset> {
-    match spec.problem {
-        ProblemKind::Regression => Ok(data::regression::generate(spec)),
-        ProblemKind::Mnist => {
-            let dir = spec.data_dir.as_deref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "mnist needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR"
-                )
-            })?;
-            data::mnist::load(dir, data::mnist::Split::Train, spec.train_limit)
-        }
+    if spec.problem == ProblemKind::Regression {
+        return Ok(data::regression::generate(spec));
     }
+    let dir = spec.data_dir.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR",
+            spec.problem
+        )
+    })?;
+    let split = data::mnist::Split::Train;
+    if spec.problem == ProblemKind::Gan {
+        let images = crate::gan::load_images(dir, split, spec.train_limit)?;
+        let count = images.size()[0];
+        return Ok(Dataset {
+            inputs: images.view([count, -1]),
+            targets: Tensor::zeros([count], (Kind::Int64, Device::Cpu)),
+        });
+    }
+    data::mnist::load(dir, split, spec.train_limit)
 }
 
 /// Builds the optimizer of a solver spec over `net`'s parameters.
-pub fn build_optimizer(solver: &SolverSpec, net: &Network) -> Result<nn::Optimizer> {
+pub fn build_optimizer(
+    solver: &SolverSpec,
+    problem: ProblemKind,
+    net: &Network,
+) -> Result<nn::Optimizer> {
     let optimizer = match solver.optimizer {
-        OptimizerKind::Adam => nn::Adam::default().build(net.var_store(), solver.lr)?,
+        OptimizerKind::Adam => nn::Adam {
+            beta1: solver.adam_beta1(problem),
+            ..Default::default()
+        }
+        .build(net.var_store(), solver.lr)?,
         OptimizerKind::Sgd => nn::Sgd {
             momentum: solver.momentum,
             ..Default::default()
@@ -121,6 +138,96 @@ pub struct LocalStats {
     pub samples: u64,
 }
 
+/// A worker's term f_i and its inexact x-update, whatever the problem.
+pub trait LocalTerm: Send {
+    /// The model whose parameters are x_i, for its layout.
+    fn network(&self) -> &Network;
+    /// Samples in this worker's shard of the training data.
+    fn shard_len(&self) -> usize;
+    /// Test hook: sleeps this long in every x-update.
+    fn set_step_delay(&mut self, delay: std::time::Duration);
+    /// Forgets x_i and the optimizer's moments, so that the next x-update
+    /// starts from z again.
+    fn reset(&mut self) -> Result<()>;
+    /// Prepares a deterministic x-update for `round` starting from `x`.
+    fn prepare_deterministic(&mut self, x: &[f32], round: u64) -> Result<()>;
+    /// Runs the x-update for consensus `z`, scaled dual `u` and penalty
+    /// `rho`, writing x_i into `x`.
+    fn x_update(&mut self, z: &[f32], u: &[f32], rho: f64, x: &mut Vec<f32>) -> Result<LocalStats>;
+    /// Number of values of the coordinator's shared model that the term
+    /// needs each round (the GAN generator), 0 for none.
+    fn shared_len(&self) -> usize {
+        0
+    }
+    /// Loads the coordinator's shared model for the coming x-update.
+    fn set_shared(&mut self, values: &[f32]) -> Result<()> {
+        if !values.is_empty() {
+            bail!(
+                "the coordinator sent {} shared values, this problem uses none",
+                values.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Builds worker `index` of `count`'s term for `spec` on `device`.
+pub fn build_local_term(
+    spec: &ProblemSpec,
+    solver: &SolverSpec,
+    data: &Dataset,
+    index: usize,
+    count: usize,
+    device: Device,
+) -> Result<Box<dyn LocalTerm>> {
+    Ok(match spec.problem {
+        ProblemKind::Gan => Box::new(crate::gan::local::GanLocalSolver::new(
+            spec, solver, data, index, count, device,
+        )?),
+        _ => Box::new(LocalSolver::new(spec, solver, data, index, count, device)?),
+    })
+}
+
+impl LocalTerm for LocalSolver {
+    fn network(&self) -> &Network {
+        LocalSolver::network(self)
+    }
+    fn shard_len(&self) -> usize {
+        LocalSolver::shard_len(self)
+    }
+    fn set_step_delay(&mut self, delay: std::time::Duration) {
+        LocalSolver::set_step_delay(self, delay)
+    }
+    fn reset(&mut self) -> Result<()> {
+        LocalSolver::reset(self)
+    }
+    fn prepare_deterministic(&mut self, x: &[f32], round: u64) -> Result<()> {
+        LocalSolver::prepare_deterministic(self, x, round)
+    }
+    fn x_update(&mut self, z: &[f32], u: &[f32], rho: f64, x: &mut Vec<f32>) -> Result<LocalStats> {
+        LocalSolver::x_update(self, z, u, rho, x)
+    }
+}
+
+/// `(ρ/2)·‖θ − anchor‖²` over a model's parameters, as a differentiable
+/// scalar.
+pub fn proximal_penalty(net: &Network, anchors: &[Tensor], rho: f64) -> Tensor {
+    net.params()
+        .iter()
+        .zip(anchors)
+        .map(|((_, p), a)| (p - a).square().sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, net.device())), |acc, t| {
+            acc + t
+        })
+        * (rho / 2.0)
+}
+
+/// The anchor z − u_i of the x-update, split like the model's parameters.
+pub fn anchors(net: &Network, z: &[f32], u: &[f32]) -> Vec<Tensor> {
+    let anchor: Vec<f32> = z.iter().zip(u).map(|(&z, &u)| z - u).collect();
+    net.split_flat(&anchor)
+}
+
 /// Worker i's model, data shard and optimizer.
 pub struct LocalSolver {
     problem: ProblemKind,
@@ -161,7 +268,7 @@ impl LocalSolver {
         let shard = data.shard(index, count).to_device(device);
         let weight = shard.len() as f64 / data.len() as f64;
         let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
-        let optimizer = build_optimizer(solver, &net)?;
+        let optimizer = build_optimizer(solver, spec.problem, &net)?;
         let sampler = BatchSampler::new(
             shard.len(),
             solver.batch_size,
@@ -199,7 +306,7 @@ impl LocalSolver {
     /// rejected for non-finite values.
     pub fn reset(&mut self) -> Result<()> {
         self.initialized = false;
-        self.optimizer = build_optimizer(&self.solver, &self.net)?;
+        self.optimizer = build_optimizer(&self.solver, self.problem, &self.net)?;
         Ok(())
     }
 
@@ -209,7 +316,7 @@ impl LocalSolver {
     pub fn prepare_deterministic(&mut self, x: &[f32], round: u64) -> Result<()> {
         self.net.load_flat(x)?;
         self.initialized = true;
-        self.optimizer = build_optimizer(&self.solver, &self.net)?;
+        self.optimizer = build_optimizer(&self.solver, self.problem, &self.net)?;
         let stream = sampler_stream(self.index) ^ round.wrapping_mul(0x9E37_79B9);
         self.sampler = BatchSampler::new(
             self.shard.len(),
@@ -246,8 +353,7 @@ impl LocalSolver {
             self.net.load_flat(z)?;
             self.initialized = true;
         }
-        let anchor: Vec<f32> = z.iter().zip(u).map(|(&z, &u)| z - u).collect();
-        let anchors = self.net.split_flat(&anchor);
+        let anchors = anchors(&self.net, z, u);
         let mut loss_sum = 0.0;
         let mut samples = 0u64;
         for _ in 0..self.local_steps {
@@ -256,17 +362,8 @@ impl LocalSolver {
             let inputs = self.shard.inputs.index_select(0, &indices);
             let targets = self.shard.targets.index_select(0, &indices);
             let loss = data_loss(self.problem, &self.net, &inputs, &targets);
-            let penalty = self
-                .net
-                .params()
-                .iter()
-                .zip(&anchors)
-                .map(|((_, p), a)| (p - a).square().sum(Kind::Float))
-                .fold(
-                    Tensor::zeros([], (Kind::Float, self.net.device())),
-                    |acc, t| acc + t,
-                );
-            let objective = &loss * self.weight + penalty * (rho / 2.0);
+            let penalty = proximal_penalty(&self.net, &anchors, rho);
+            let objective = &loss * self.weight + penalty;
             self.optimizer.backward_step(&objective);
             loss_sum += loss.double_value(&[]);
             samples += indices.size()[0] as u64;

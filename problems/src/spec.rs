@@ -15,6 +15,9 @@ pub enum ProblemKind {
     Regression,
     /// MNIST digit classification: cross-entropy.
     Mnist,
+    /// A DCGAN on MNIST with its discriminator split into a real-data half
+    /// and a fake-data half.
+    Gan,
 }
 
 impl fmt::Display for ProblemKind {
@@ -22,6 +25,7 @@ impl fmt::Display for ProblemKind {
         f.write_str(match self {
             ProblemKind::Regression => "regression",
             ProblemKind::Mnist => "mnist",
+            ProblemKind::Gan => "gan",
         })
     }
 }
@@ -57,7 +61,7 @@ impl FromStr for HiddenLayers {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ProblemSpec {
-    /// Problem to train: regression (synthetic, needs no data) or mnist.
+    /// Problem to train: regression (synthetic, needs no data), mnist or gan.
     #[arg(long, value_enum, default_value_t = ProblemKind::Regression)]
     pub problem: ProblemKind,
     /// Seed of the data, the initial weights and the mini-batch order.
@@ -79,16 +83,20 @@ pub struct ProblemSpec {
     /// Regression: standard deviation of the Gaussian noise added to y.
     #[arg(long, default_value_t = 0.1)]
     pub noise: f64,
-    /// MNIST: folder holding the four IDX files, gzip-compressed or raw.
+    /// MNIST and GAN: folder holding the four IDX files, gzip-compressed or raw.
     #[arg(long, env = "ADMM_MNIST_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// MNIST: train on the first N training images only (0 for all 60000).
+    /// MNIST and GAN: train on the first N training images only (0 for all 60000).
     #[arg(long, default_value_t = 0)]
     pub train_limit: usize,
     /// Training loss evaluated at z each round: number of training samples
     /// used (0 for all).
     #[arg(long, default_value_t = 10_000)]
     pub eval_samples: usize,
+    /// Options of the GAN problem.
+    #[command(flatten)]
+    #[serde(default)]
+    pub gan: crate::gan::GanSpec,
 }
 
 impl Default for ProblemSpec {
@@ -104,6 +112,7 @@ impl Default for ProblemSpec {
             data_dir: None,
             train_limit: 0,
             eval_samples: 10_000,
+            gan: Default::default(),
         }
     }
 }
@@ -119,7 +128,7 @@ impl ProblemSpec {
         match (&self.hidden, self.problem) {
             (Some(layers), _) => layers.0.clone(),
             (None, ProblemKind::Regression) => Vec::new(),
-            (None, ProblemKind::Mnist) => vec![256],
+            (None, ProblemKind::Mnist | ProblemKind::Gan) => vec![256],
         }
     }
 
@@ -127,7 +136,7 @@ impl ProblemSpec {
     pub fn layer_sizes(&self) -> Vec<usize> {
         let (input, output) = match self.problem {
             ProblemKind::Regression => (self.dim, self.outputs),
-            ProblemKind::Mnist => (MNIST_PIXELS, MNIST_CLASSES),
+            ProblemKind::Mnist | ProblemKind::Gan => (MNIST_PIXELS, MNIST_CLASSES),
         };
         let mut sizes = vec![input];
         sizes.extend(self.hidden_layers());
@@ -138,6 +147,9 @@ impl ProblemSpec {
     /// Short name of the problem and model, compared at registration, for
     /// example `mnist/mlp-784-256-10`.
     pub fn model_id(&self) -> String {
+        if self.problem == ProblemKind::Gan {
+            return self.gan.model_id();
+        }
         let sizes: Vec<String> = self.layer_sizes().iter().map(|s| s.to_string()).collect();
         format!("{}/mlp-{}", self.problem, sizes.join("-"))
     }
@@ -163,6 +175,23 @@ impl ProblemSpec {
                 self.seed,
                 self.train_limit
             ),
+            ProblemKind::Gan => format!(
+                "{} seed={} train_limit={} real_workers={} cross_weight={}",
+                self.model_id(),
+                self.seed,
+                self.train_limit,
+                self.gan.real_workers,
+                self.gan.cross_weight
+            ),
+        }
+    }
+
+    /// Builds the model whose parameters ADMM holds in consensus: the MLP,
+    /// or for the GAN the discriminator.
+    pub fn build_network(&self, device: tch::Device) -> crate::Network {
+        match self.problem {
+            ProblemKind::Gan => crate::Network::discriminator(&self.gan, device, self.seed),
+            _ => crate::Network::mlp(&self.layer_sizes(), device, self.seed),
         }
     }
 
@@ -183,8 +212,14 @@ impl ProblemSpec {
                 bail!("--noise must be non-negative, got {}", self.noise);
             }
         }
-        if self.problem == ProblemKind::Mnist && self.data_dir.is_none() {
-            bail!("mnist needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR");
+        if self.problem != ProblemKind::Regression && self.data_dir.is_none() {
+            bail!(
+                "{} needs the MNIST folder: pass --data-dir DIR or set ADMM_MNIST_DIR",
+                self.problem
+            );
+        }
+        if self.problem == ProblemKind::Gan {
+            self.gan.validate()?;
         }
         Ok(())
     }
@@ -219,6 +254,11 @@ pub struct SolverSpec {
     /// Mini-batch size of each step; 0 uses the whole shard (full batch).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Adam's β₁ [default: 0.5 for gan, as DCGAN training uses; 0.9
+    /// otherwise].
+    #[arg(long)]
+    #[serde(default)]
+    pub beta1: Option<f64>,
 }
 
 impl Default for SolverSpec {
@@ -229,6 +269,7 @@ impl Default for SolverSpec {
             momentum: 0.0,
             local_steps: 20,
             batch_size: 64,
+            beta1: None,
         }
     }
 }
@@ -245,7 +286,20 @@ impl SolverSpec {
         if self.local_steps == 0 {
             bail!("--local-steps must be at least 1, got 0");
         }
+        if let Some(beta1) = self.beta1 {
+            if !(0.0..1.0).contains(&beta1) {
+                bail!("--beta1 must be in [0, 1), got {beta1}");
+            }
+        }
         Ok(())
+    }
+
+    /// Adam's β₁ for `problem`.
+    pub fn adam_beta1(&self, problem: ProblemKind) -> f64 {
+        self.beta1.unwrap_or(match problem {
+            ProblemKind::Gan => 0.5,
+            _ => 0.9,
+        })
     }
 }
 
