@@ -265,7 +265,8 @@ impl LocalSolver {
                 data.len()
             );
         }
-        let shard = data.shard(index, count).to_device(device);
+        // A copy, so that the other shards are freed with `data`.
+        let shard = data.shard(index, count).to_owned_copy().to_device(device);
         let weight = shard.len() as f64 / data.len() as f64;
         let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
         let optimizer = build_optimizer(solver, spec.problem, &net)?;
