@@ -1,10 +1,12 @@
 //! Memory: peak resident memory of the coordinator and of a worker in the
-//! two-worker MNIST run against the model's parameter bytes, and the bytes
-//! one in-process parameter exchange allocates against its payload.
+//! two-worker MNIST run against the model's parameter bytes, the
+//! coordinator's peak for a three-parameter model (the fixed cost of the
+//! process), and the bytes one in-process parameter exchange allocates
+//! against its payload.
 
 use crate::processes::train_cached;
 use crate::report::{Bound, Figure};
-use crate::rounds::mnist_two_workers;
+use crate::rounds::{mnist_two_workers, tiny_two_workers};
 use crate::stats::mebibytes;
 use crate::transport::allocation_per_exchange;
 use crate::Settings;
@@ -60,6 +62,28 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
             None,
         ),
     ];
+    let tiny = train_cached(settings, "tiny-2-workers", &tiny_two_workers(settings))?;
+    let tiny_coordinator = tiny
+        .peaks
+        .iter()
+        .filter(|peak| peak.command.starts_with("admm-coordinat"))
+        .map(|peak| peak.peak_bytes as usize)
+        .max()
+        .context("no coordinator process was seen during the tiny run")?;
+    // Three parameters: the (2N+4)x term is a few bytes.
+    let tiny_budget = (2 * WORKERS + 4) * 3 * 4 + ALLOWANCE_BYTES;
+    figures.push(Figure::new(
+        "memory",
+        "coordinator peak, regression d=2 linear, 2 workers",
+        "VmHWM / ((2N+4) x parameter bytes + 64 MiB)",
+        tiny_coordinator as f64 / tiny_budget as f64,
+        format!(
+            "VmHWM {:.1} MiB, target {:.1} MiB",
+            mebibytes(tiny_coordinator),
+            mebibytes(tiny_budget)
+        ),
+        Some(Bound::AtMost(1.0)),
+    ));
     figures.push(allocation_per_exchange(64, settings.pick(2, 5))?);
     Ok(figures)
 }

@@ -1,9 +1,10 @@
-//! Round overhead. For the MNIST classifier it is the part of an ADMM
-//! round that is not the slowest worker's local compute. For a tiny model
+//! Round overhead. For the MNIST classifier and the DCGAN discriminator it
+//! is the part of an ADMM round that is not the slowest worker's local
+//! compute. For a tiny model
 //! whose compute is negligible, the whole round is compared with an empty
 //! gRPC round trip on loopback.
 
-use crate::processes::{median_after, mnist_flags, strings, train_cached};
+use crate::processes::{median_after, mnist_flags, strings, train_cached, TrainingRun};
 use crate::report::{Bound, Figure};
 use crate::transport::empty_call_seconds;
 use crate::Settings;
@@ -33,18 +34,46 @@ pub fn mnist_two_workers(settings: &Settings) -> Result<Vec<String>> {
     Ok(args)
 }
 
-/// Measures both overhead figures.
+/// Arguments of the DCGAN discriminator run: one worker for the real-data
+/// half and one for the fake-data half.
+fn gan_two_workers(settings: &Settings) -> Result<Vec<String>> {
+    let mut args = mnist_flags(settings.mnist_dir()?);
+    args[1] = "gan".into();
+    args.extend(strings(&[
+        "--workers",
+        "2",
+        "--local-steps",
+        "20",
+        "--batch-size",
+        "64",
+        "--no-baseline",
+    ]));
+    args.push("--max-rounds".into());
+    args.push(settings.pick("4", "12").into());
+    Ok(args)
+}
+
+/// Measures the three overhead figures.
 pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
-    let mut figures = vec![mnist_overhead(settings)?];
+    let mnist = train_cached(settings, "mnist-2-workers", &mnist_two_workers(settings)?)?;
+    let mut figures = vec![compute_overhead(
+        &mnist,
+        "MNIST MLP, 2 workers, 50 local steps",
+    )?];
+    let gan = train_cached(settings, "gan-2-workers", &gan_two_workers(settings)?)?;
+    figures.push(compute_overhead(
+        &gan,
+        "DCGAN discriminator halves, 2 workers, 20 local steps",
+    )?);
     figures.push(tiny_round(settings)?);
     Ok(figures)
 }
 
-fn mnist_overhead(settings: &Settings) -> Result<Figure> {
-    let run = train_cached(settings, "mnist-2-workers", &mnist_two_workers(settings)?)?;
+/// Median share of a round that is not the slowest worker's compute.
+fn compute_overhead(run: &TrainingRun, case: &str) -> Result<Figure> {
     ensure!(
         run.metrics.len() > WARM_UP_ROUNDS,
-        "the MNIST run ended after {} rounds; too few to measure",
+        "the run \"{case}\" ended after {} rounds; too few to measure",
         run.metrics.len()
     );
     let slowest = |row: &admm_report::RoundRow| {
@@ -60,7 +89,7 @@ fn mnist_overhead(settings: &Settings) -> Result<Figure> {
     let compute = median_after(&run.metrics, WARM_UP_ROUNDS, slowest);
     Ok(Figure::new(
         "overhead",
-        "MNIST MLP, 2 workers, 50 local steps",
+        case,
         "(round - slowest compute) / round",
         overhead,
         format!(
@@ -72,7 +101,10 @@ fn mnist_overhead(settings: &Settings) -> Result<Figure> {
     ))
 }
 
-fn tiny_round(settings: &Settings) -> Result<Figure> {
+/// Arguments of the tiny regression run: d = 2, a linear model, two
+/// workers and one full-batch step per round, so that compute is
+/// negligible.
+pub fn tiny_two_workers(settings: &Settings) -> Vec<String> {
     let mut args = strings(&[
         "--problem",
         "regression",
@@ -97,6 +129,11 @@ fn tiny_round(settings: &Settings) -> Result<Figure> {
     ]);
     args.push("--max-rounds".into());
     args.push(settings.pick("50", "300").into());
+    args
+}
+
+fn tiny_round(settings: &Settings) -> Result<Figure> {
+    let args = tiny_two_workers(settings);
     let run = train_cached(settings, "tiny-2-workers", &args)?;
     ensure!(
         run.metrics.len() > WARM_UP_ROUNDS,
