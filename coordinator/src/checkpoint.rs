@@ -70,11 +70,14 @@ pub struct RunIdentity {
     pub deterministic: bool,
 }
 
-/// Writes a checkpoint of `state` into `run_dir` and returns its folder.
+/// Writes a checkpoint of `state`, and of the `companions` (models the
+/// problem trains beside the consensus, such as the GAN generator, as flat
+/// vectors under their names), into `run_dir` and returns its folder.
 /// `pause` (a test hook) sleeps between the tensors and the manifest.
 pub fn write(
     run_dir: &Path,
     state: &ConsensusState,
+    companions: &[(&str, &[f32])],
     identity: &RunIdentity,
     stop_reason: Option<&str>,
     pause: Duration,
@@ -96,6 +99,9 @@ pub fn write(
     }
     for (i, u) in state.duals.iter().enumerate() {
         tensors.push((format!("u.{i}"), Tensor::from_slice(u)));
+    }
+    for (name, values) in companions {
+        tensors.push((name.to_string(), Tensor::from_slice(values)));
     }
     let state_path = tmp.join(STATE_FILE);
     Tensor::write_safetensors(&tensors, &state_path)
@@ -178,6 +184,8 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// The consensus state it holds.
     pub state: ConsensusState,
+    /// The other tensors it holds (such as `generator`), as flat vectors.
+    pub companions: Vec<(String, Vec<f32>)>,
     /// Its folder.
     pub path: PathBuf,
 }
@@ -239,11 +247,21 @@ pub fn load_latest(run_dir: &Path, identity: &RunIdentity) -> Result<Loaded> {
     let duals = (0..manifest.num_workers)
         .map(|i| take(&format!("u.{i}")))
         .collect::<Result<Vec<_>>>()?;
+    let consensus_name =
+        |name: &str| name == "z" || name.starts_with("x.") || name.starts_with("u.");
+    let mut companions = Vec::new();
+    for (name, tensor) in tensors.iter().filter(|(n, _)| !consensus_name(n)) {
+        let mut values = vec![0f32; tensor.numel()];
+        let len = values.len();
+        tensor.f_copy_data(&mut values, len)?;
+        companions.push((name.clone(), values));
+    }
     let state = ConsensusState::restore(z, locals, duals, manifest.rho, manifest.round);
     info!(round = manifest.round, path = %path.display(), "loaded checkpoint");
     Ok(Loaded {
         manifest,
         state,
+        companions,
         path,
     })
 }
@@ -308,9 +326,22 @@ mod tests {
         state.locals[1] = vec![4.0, 5.0, 6.0];
         state.duals[0] = vec![-1.0, 0.0, 1.0];
         state.round = 7;
-        write(dir.path(), &state, &identity(), None, Duration::ZERO).unwrap();
+        let generator = [0.25f32, -0.5];
+        write(
+            dir.path(),
+            &state,
+            &[("generator", &generator)],
+            &identity(),
+            None,
+            Duration::ZERO,
+        )
+        .unwrap();
         let loaded = load_latest(dir.path(), &identity()).unwrap();
         assert_eq!(loaded.manifest.round, 7);
+        assert_eq!(
+            loaded.companions,
+            [("generator".to_string(), generator.to_vec())]
+        );
         assert_eq!(loaded.state.z, state.z);
         assert_eq!(loaded.state.locals, state.locals);
         assert_eq!(loaded.state.duals, state.duals);
@@ -322,7 +353,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut state = ConsensusState::new(vec![1.0; 3], 2, 1.0);
         state.round = 4;
-        write(dir.path(), &state, &identity(), None, Duration::ZERO).unwrap();
+        write(dir.path(), &state, &[], &identity(), None, Duration::ZERO).unwrap();
         // A half-written checkpoint of a later round, as a kill leaves it.
         let partial = dir.path().join(CHECKPOINT_DIR).join(".tmp-round-00000006");
         fs::create_dir_all(&partial).unwrap();
@@ -339,7 +370,7 @@ mod tests {
         let mut state = ConsensusState::new(vec![1.0; 3], 2, 1.0);
         for round in 1..=4 {
             state.round = round;
-            write(dir.path(), &state, &identity(), None, Duration::ZERO).unwrap();
+            write(dir.path(), &state, &[], &identity(), None, Duration::ZERO).unwrap();
         }
         let mut names: Vec<String> = fs::read_dir(dir.path().join(CHECKPOINT_DIR))
             .unwrap()
@@ -354,7 +385,7 @@ mod tests {
     fn mismatched_run_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let state = ConsensusState::new(vec![1.0; 3], 2, 1.0);
-        write(dir.path(), &state, &identity(), None, Duration::ZERO).unwrap();
+        write(dir.path(), &state, &[], &identity(), None, Duration::ZERO).unwrap();
         let other = RunIdentity {
             num_workers: 3,
             ..identity()

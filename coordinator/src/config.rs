@@ -3,6 +3,7 @@
 
 use crate::faults::FaultConfig;
 use admm_consensus::{AdmmConfig, Regularizer, RhoBalancing};
+use admm_problems::gan::trainer::GanTraining;
 use admm_problems::{ProblemKind, ProblemSpec};
 use admm_proto::security::{ServerSecurity, ServerSecurityArgs};
 use anyhow::{bail, Context, Result};
@@ -128,6 +129,9 @@ pub struct CoordinatorArgs {
     /// Fault tolerance.
     #[command(flatten)]
     pub faults: FaultConfig,
+    /// The GAN generator, diagnostics and remedies.
+    #[command(flatten)]
+    pub gan: GanTraining,
     /// TLS and token authentication.
     #[command(flatten)]
     pub security: ServerSecurityArgs,
@@ -154,6 +158,9 @@ pub struct CoordinatorConfig {
     /// Fault tolerance.
     #[serde(default)]
     pub faults: FaultConfig,
+    /// The GAN generator, diagnostics and remedies (GAN problem only).
+    #[serde(default)]
+    pub gan: GanTraining,
     /// TLS and token authentication; the default serves plain text to any
     /// worker. `config.json` records only whether a token is set.
     #[serde(default)]
@@ -182,6 +189,7 @@ impl CoordinatorArgs {
             problem: self.problem,
             admm,
             faults: self.faults,
+            gan: self.gan,
             security: self.security.resolve()?,
         };
         config.validate()?;
@@ -212,6 +220,10 @@ impl CoordinatorConfig {
         self.security.validate()?;
         if self.num_workers == 0 {
             bail!("--workers must be at least 1, got 0");
+        }
+        if self.problem.problem == ProblemKind::Gan {
+            self.gan.validate()?;
+            self.problem.gan.check_workers(self.num_workers)?;
         }
         if self.threads == 0 {
             bail!("--threads must be at least 1, got 0");

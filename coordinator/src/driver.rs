@@ -5,12 +5,14 @@ use crate::checkpoint::{self, RunIdentity};
 use crate::config::CoordinatorConfig;
 use crate::evaluation::{EvaluationJob, EvaluationThread};
 use crate::faults::StragglerPolicy;
+use crate::generator::{self, GeneratorRole};
 use crate::round::{Published, WorkerEvent};
 use crate::server;
 use crate::service::{CoordinatorService, ExpectedModel, Shared};
 use admm_consensus::{ConsensusState, StopReason};
 use admm_problems::evaluate::Evaluator;
 use admm_problems::network::save_flat_safetensors;
+use admm_problems::ProblemKind;
 use admm_report::jsonl::{read_rows, JsonlWriter};
 use admm_report::{RoundRow, CONFIG_FILE, METRICS_FILE, MODEL_FILE};
 use anyhow::{bail, Context, Result};
@@ -66,23 +68,20 @@ pub async fn run(
     })?;
     tch::set_num_threads(config.threads as i32);
 
-    let problem = config.problem.clone();
-    let evaluator = tokio::task::spawn_blocking(move || Evaluator::new(&problem, tch::Device::Cpu))
-        .await
-        .context("evaluator set-up panicked")??;
-    if config.num_workers > evaluator.training_len() {
+    let (evaluator, mut generator, training_len) = prepare_problem(&config).await?;
+    if config.num_workers > training_len {
         bail!(
-            "{} workers need at least {} training samples, the data set has {}; use fewer workers",
+            "{} workers need at least {} training samples, the data set has {training_len}; use fewer workers",
             config.num_workers,
             config.num_workers,
-            evaluator.training_len()
         );
     }
+    let model = config.problem.build_network(tch::Device::Cpu);
     let mut z0 = Vec::new();
-    evaluator.network().write_flat(&mut z0);
+    model.write_flat(&mut z0);
     let expected = ExpectedModel {
         model_id: config.problem.run_id(),
-        layout: evaluator.network().layout().to_vec(),
+        layout: model.layout().to_vec(),
         parameter_count: z0.len(),
     };
     let identity = RunIdentity {
@@ -123,6 +122,9 @@ pub async fn run(
             rows = kept.len(),
             "resuming from checkpoint"
         );
+        if let Some(generator) = generator.as_mut() {
+            generator.restore(&loaded.companions)?;
+        }
         (loaded.state, kept)
     } else {
         (
@@ -184,6 +186,7 @@ pub async fn run(
         identity: &identity,
         last_losses: vec![0.0; config.num_workers],
         elapsed_offset,
+        generator,
     };
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
@@ -204,11 +207,15 @@ pub async fn run(
     // Outputs are written on every path, so that nothing learned is lost.
     let final_reason =
         (failure.is_none() && stop_reason != INTERRUPTED).then_some(stop_reason.as_str());
-    if let Err(e) = write_checkpoint(&config, &state, &identity, final_reason) {
+    let generator = rounds.generator.take();
+    if let Err(e) = write_checkpoint(&config, &state, generator.as_ref(), &identity, final_reason) {
         error!(error = %format!("{e:#}"), "failed to write the final checkpoint");
     }
     write_config(&config, &shared)?;
     save_flat_safetensors(&expected.layout, &state.z, &config.run_dir.join(MODEL_FILE))?;
+    if let Some(generator) = &generator {
+        tokio::task::block_in_place(|| generator.write_outputs(&config.run_dir))?;
+    }
     let rows = evaluation.finish()?;
     let mut all_rows = earlier_rows;
     all_rows.extend(rows.iter().cloned());
@@ -239,16 +246,50 @@ pub async fn run(
     })
 }
 
-/// Writes a checkpoint without blocking the async runtime's other tasks.
+/// Loads what the problem needs at the coordinator: the evaluator of z,
+/// or for the GAN the generator; and the number of training samples.
+async fn prepare_problem(
+    config: &CoordinatorConfig,
+) -> Result<(Option<Evaluator>, Option<GeneratorRole>, usize)> {
+    let problem = config.problem.clone();
+    if problem.problem == ProblemKind::Gan {
+        let training = config.gan.clone();
+        let generator =
+            tokio::task::spawn_blocking(move || GeneratorRole::new(&problem, &training))
+                .await
+                .context("generator set-up panicked")??;
+        let len = generator.train_len();
+        return Ok((None, Some(generator), len));
+    }
+    let evaluator = tokio::task::spawn_blocking(move || Evaluator::new(&problem, tch::Device::Cpu))
+        .await
+        .context("evaluator set-up panicked")??;
+    let len = evaluator.training_len();
+    Ok((Some(evaluator), None, len))
+}
+
+/// Writes a checkpoint, with the generator when there is one, without
+/// blocking the async runtime's other tasks.
 fn write_checkpoint(
     config: &CoordinatorConfig,
     state: &ConsensusState,
+    generator: Option<&GeneratorRole>,
     identity: &RunIdentity,
     stop_reason: Option<&str>,
 ) -> Result<()> {
     let pause = Duration::from_millis(config.faults.checkpoint_write_delay_ms);
+    let companions: Vec<(&str, &[f32])> = generator
+        .map(|g| vec![(generator::CHECKPOINT_TENSOR, g.flat())])
+        .unwrap_or_default();
     tokio::task::block_in_place(|| {
-        checkpoint::write(&config.run_dir, state, identity, stop_reason, pause)
+        checkpoint::write(
+            &config.run_dir,
+            state,
+            &companions,
+            identity,
+            stop_reason,
+            pause,
+        )
     })
     .map(|_| ())
 }
@@ -262,6 +303,7 @@ struct Rounds<'a> {
     identity: &'a RunIdentity,
     last_losses: Vec<f64>,
     elapsed_offset: f64,
+    generator: Option<GeneratorRole>,
 }
 
 impl Rounds<'_> {
@@ -276,6 +318,19 @@ impl Rounds<'_> {
             self.broadcast(round, state);
             let gathered = self.gather(round, state).await?;
             let outcome = state.step_partial(&self.config.admm, &gathered.fresh);
+            let gan = match self.generator.as_mut() {
+                Some(generator) => {
+                    let threshold = self.config.gan.collapse_threshold;
+                    let stats = tokio::task::block_in_place(|| {
+                        generator.after_round(round, state, threshold)
+                    })?;
+                    tokio::task::block_in_place(|| {
+                        generator.write_due_grids(&self.config.run_dir, round)
+                    })?;
+                    Some(stats)
+                }
+                None => None,
+            };
             let stale_workers: Vec<usize> = (0..gathered.fresh.len())
                 .filter(|&i| !gathered.fresh[i])
                 .collect();
@@ -295,6 +350,9 @@ impl Rounds<'_> {
                 stale_workers,
                 bytes_sent: self.shared.bytes_sent.swap(0, Ordering::Relaxed),
                 bytes_received: gathered.bytes,
+                loss: gan.as_ref().map_or(0.0, |s| s.discriminator_loss),
+                objective: gan.as_ref().map_or(0.0, |s| s.discriminator_loss),
+                gan,
                 ..Default::default()
             };
             if outcome.next_rho != outcome.rho {
@@ -311,7 +369,13 @@ impl Rounds<'_> {
             })?;
             let every = self.config.faults.checkpoint_every;
             if outcome.stop.is_none() && every > 0 && round.is_multiple_of(every) {
-                write_checkpoint(self.config, state, self.identity, None)?;
+                write_checkpoint(
+                    self.config,
+                    state,
+                    self.generator.as_ref(),
+                    self.identity,
+                    None,
+                )?;
             }
             if let Some(reason) = outcome.stop {
                 if reason == StopReason::Converged {
@@ -328,7 +392,7 @@ impl Rounds<'_> {
     }
 
     /// Waits until all N workers have registered.
-    async fn wait_for_workers(&self) -> Result<()> {
+    async fn wait_for_workers(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(self.config.register_timeout_seconds);
         loop {
             let notified = self.shared.registered.notified();
@@ -361,7 +425,8 @@ impl Rounds<'_> {
             .faults
             .deterministic
             .then_some(state.locals.as_slice());
-        let published = Published::round(round, state.rho, &state.z, &state.duals, locals);
+        let shared = self.generator.as_ref().map_or(&[][..], |g| g.flat());
+        let published = Published::round(round, state.rho, &state.z, &state.duals, locals, shared);
         self.shared
             .published
             .send_replace(Some(Arc::new(published)));

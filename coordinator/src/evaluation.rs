@@ -25,19 +25,22 @@ pub struct EvaluationThread {
 }
 
 impl EvaluationThread {
-    /// Starts the thread, which appends each finished row to `metrics`.
-    pub fn start(mut evaluator: Evaluator, mut metrics: JsonlWriter) -> Self {
+    /// Starts the thread, which evaluates z with `evaluator` (when there is
+    /// one; GAN rows arrive complete) and appends each row to `metrics`.
+    pub fn start(mut evaluator: Option<Evaluator>, mut metrics: JsonlWriter) -> Self {
         let (jobs, receiver) = mpsc::channel::<EvaluationJob>();
         let handle = std::thread::Builder::new()
             .name("evaluation".into())
             .spawn(move || {
                 let mut rows = Vec::new();
                 for EvaluationJob { mut row, z } in receiver {
-                    let evaluation = evaluator.evaluate(&z)?;
-                    row.loss = evaluation.loss;
-                    row.objective = evaluation.loss + row.g;
-                    row.test_loss = evaluation.test_loss;
-                    row.test_accuracy = evaluation.test_accuracy;
+                    if let Some(evaluator) = evaluator.as_mut() {
+                        let evaluation = evaluator.evaluate(&z)?;
+                        row.loss = evaluation.loss;
+                        row.objective = evaluation.loss + row.g;
+                        row.test_loss = evaluation.test_loss;
+                        row.test_accuracy = evaluation.test_accuracy;
+                    }
                     metrics.append(&row)?;
                     info!(
                         round = row.round,
@@ -51,6 +54,21 @@ impl EvaluationThread {
                         round_seconds = row.round_seconds,
                         "round finished"
                     );
+                    if let Some(gan) = &row.gan {
+                        info!(
+                            round = row.round,
+                            epoch = gan.epoch,
+                            generator_loss = gan.generator_loss,
+                            z_on_real = gan.consensus_on_real,
+                            z_on_fake = gan.consensus_on_fake,
+                            real_half_on_real = gan.real_half_on_real,
+                            real_half_on_fake = gan.real_half_on_fake,
+                            fake_half_on_real = gan.fake_half_on_real,
+                            fake_half_on_fake = gan.fake_half_on_fake,
+                            collapsed = gan.collapsed,
+                            "GAN diagnostics"
+                        );
+                    }
                     rows.push(row);
                 }
                 Ok(rows)

@@ -10,7 +10,9 @@
 //!    for length and finite values before it is stored ([`service`]);
 //! 3. update: over-relaxation, z-update, dual updates, residuals and ρ
 //!    ([`admm_consensus::ConsensusState::step`]);
-//! 4. record: evaluate z and append a row to `metrics.jsonl`, on a separate
+//! 4. for the GAN, train the generator against z and diagnose the halves
+//!    ([`generator`]);
+//! 5. record: evaluate z and append a row to `metrics.jsonl`, on a separate
 //!    thread while the workers compute the next round ([`evaluation`]).
 
 pub mod checkpoint;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod driver;
 pub mod evaluation;
 pub mod faults;
+pub mod generator;
 pub mod round;
 pub mod server;
 pub mod service;

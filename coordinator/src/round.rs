@@ -21,18 +21,24 @@ pub struct Published {
     /// x_i as wire chunks, one list per worker; only in deterministic mode,
     /// where every x-update starts from the coordinator's copy.
     pub local_chunks: Option<Vec<Vec<Bytes>>>,
+    /// Number of values of the shared model (the GAN generator).
+    pub shared_count: usize,
+    /// The shared model as wire chunks, sent to every worker.
+    pub shared_chunks: Vec<Bytes>,
     /// Set when the run has ended, with the reason.
     pub stop: Option<String>,
 }
 
 impl Published {
-    /// Encodes round `round` from z and the duals.
+    /// Encodes round `round` from z, the duals, the locals when given and
+    /// the shared model (empty for none).
     pub fn round(
         round: u64,
         rho: f64,
         z: &[f32],
         duals: &[Vec<f32>],
         locals: Option<&[Vec<f32>]>,
+        shared: &[f32],
     ) -> Self {
         Self {
             round,
@@ -42,6 +48,8 @@ impl Published {
             dual_chunks: duals.iter().map(|u| chunk_f32(u).collect()).collect(),
             local_chunks: locals
                 .map(|locals| locals.iter().map(|x| chunk_f32(x).collect()).collect()),
+            shared_count: shared.len(),
+            shared_chunks: chunk_f32(shared).collect(),
             stop: None,
         }
     }
@@ -55,6 +63,8 @@ impl Published {
             z_chunks: Vec::new(),
             dual_chunks: Vec::new(),
             local_chunks: None,
+            shared_count: 0,
+            shared_chunks: Vec::new(),
             stop: Some(reason),
         }
     }

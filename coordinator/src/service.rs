@@ -299,6 +299,7 @@ impl Coordinator for CoordinatorService {
             parameter_count: published.parameter_count as u64,
             stop_reason: published.stop.clone().unwrap_or_default(),
             includes_local: req.include_local && published.local_chunks.is_some(),
+            shared_count: published.shared_count as u64,
         };
         if req.include_local && published.stop.is_none() && published.local_chunks.is_none() {
             return Err(Status::failed_precondition(format!(
@@ -320,7 +321,8 @@ impl Coordinator for CoordinatorService {
                 .z_chunks
                 .iter()
                 .chain(&published.dual_chunks[id])
-                .chain(local);
+                .chain(local)
+                .chain(&published.shared_chunks);
             let mut sent = 0u64;
             messages.extend(chunks.map(|c| {
                 sent += c.len() as u64;

@@ -4,6 +4,7 @@
 use admm_coordinator::config::RegularizerKind;
 use admm_coordinator::faults::{FaultConfig, StragglerPolicy};
 use admm_coordinator::AdmmArgs;
+use admm_problems::gan::trainer::GanTraining;
 use admm_problems::spec::{OptimizerKind, ProblemSpec, SolverSpec};
 
 /// Flags that reproduce a problem spec.
@@ -32,7 +33,47 @@ pub fn problem_flags(spec: &ProblemSpec) -> Vec<String> {
         flags.push("--data-dir".into());
         flags.push(dir.display().to_string());
     }
+    let gan = &spec.gan;
+    flags.extend([
+        "--latent-dim".into(),
+        gan.latent_dim.to_string(),
+        "--g-filters".into(),
+        gan.g_filters.to_string(),
+        "--d-filters".into(),
+        gan.d_filters.to_string(),
+        "--real-workers".into(),
+        gan.real_workers.to_string(),
+        "--cross-weight".into(),
+        gan.cross_weight.to_string(),
+    ]);
     flags
+}
+
+/// Flags that reproduce the coordinator's GAN options.
+pub fn gan_flags(training: &GanTraining) -> Vec<String> {
+    let epochs: Vec<String> = training.sample_epochs.iter().map(f64::to_string).collect();
+    vec![
+        "--generator-steps".into(),
+        training.generator_steps.to_string(),
+        "--generator-batch-size".into(),
+        training.generator_batch_size.to_string(),
+        "--generator-lr".into(),
+        training.generator_lr.to_string(),
+        "--interleave-every".into(),
+        training.interleave_every.to_string(),
+        "--interleave-steps".into(),
+        training.interleave_steps.to_string(),
+        "--collapse-threshold".into(),
+        training.collapse_threshold.to_string(),
+        "--probe-size".into(),
+        training.probe_size.to_string(),
+        "--sample-every".into(),
+        training.sample_every.to_string(),
+        "--sample-epochs".into(),
+        epochs.join(","),
+        "--generator-device".into(),
+        training.generator_device.clone(),
+    ]
 }
 
 fn hidden_flag(layers: &[usize]) -> String {
@@ -53,7 +94,7 @@ pub fn solver_flags(spec: &SolverSpec) -> Vec<String> {
         OptimizerKind::Adam => "adam",
         OptimizerKind::Sgd => "sgd",
     };
-    vec![
+    let mut flags = vec![
         "--optimizer".into(),
         optimizer.into(),
         "--lr".into(),
@@ -64,7 +105,12 @@ pub fn solver_flags(spec: &SolverSpec) -> Vec<String> {
         spec.local_steps.to_string(),
         "--batch-size".into(),
         spec.batch_size.to_string(),
-    ]
+    ];
+    if let Some(beta1) = spec.beta1 {
+        flags.push("--beta1".into());
+        flags.push(beta1.to_string());
+    }
+    flags
 }
 
 /// Flags that reproduce the ADMM options.

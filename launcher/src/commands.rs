@@ -1,10 +1,12 @@
 //! The subcommands of `admm-train`.
 
-use crate::args::{admm_flags, fault_flags, problem_flags, solver_flags};
+use crate::args::{admm_flags, fault_flags, gan_flags, problem_flags, solver_flags};
 use crate::processes::{supervise, Supervised};
 use admm_coordinator::faults::FaultConfig;
 use admm_coordinator::AdmmArgs;
 use admm_problems::baseline::{train_baseline, BaselineConfig};
+use admm_problems::gan::trainer::GanTraining;
+use admm_problems::gan::vanilla::train_vanilla;
 use admm_problems::{ProblemKind, ProblemSpec, SolverSpec};
 use admm_report::jsonl::{read_rows, JsonlWriter};
 use admm_report::{RoundRow, BASELINE_FILE, METRICS_FILE};
@@ -31,6 +33,9 @@ enum Command {
     Run(RunArgs),
     /// Train the single-process baseline alone.
     Baseline(BaselineArgs),
+    /// Compare the vanilla DCGAN, the plain GAN split and its remedies at
+    /// equal epochs, and write a results page.
+    GanBench(crate::gan_bench::GanBenchArgs),
     /// Redraw the plots of a run directory.
     Plot {
         /// Run directory holding metrics.jsonl (and baseline.jsonl).
@@ -63,6 +68,8 @@ struct RunArgs {
     admm: AdmmArgs,
     #[command(flatten)]
     faults: FaultConfig,
+    #[command(flatten)]
+    gan: GanTraining,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +92,8 @@ struct BaselineArgs {
     solver: SolverSpec,
     #[command(flatten)]
     admm: AdmmArgs,
+    #[command(flatten)]
+    gan: GanTraining,
 }
 
 /// Runs the chosen subcommand.
@@ -112,6 +121,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let rows = run_baseline(
                 &args.problem,
                 &args.solver,
+                &gan_training(&args.gan, &args.solver)?,
                 &config,
                 &args.device,
                 &args.run_dir,
@@ -120,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print_summary("baseline", &rows);
             Ok(())
         }
+        Command::GanBench(args) => crate::gan_bench::run(args),
         Command::Plot { run_dir } => plot(&run_dir),
     }
 }
@@ -140,6 +151,11 @@ fn run_local(args: RunArgs) -> Result<()> {
         bail!("--workers must be at least 1, got 0");
     }
     check_samples_per_worker(&args.problem, args.workers)?;
+    let gan = gan_training(&args.gan, &args.solver)?;
+    if args.problem.problem == ProblemKind::Gan {
+        gan.validate()?;
+        args.problem.gan.check_workers(args.workers)?;
+    }
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -186,6 +202,9 @@ fn run_local(args: RunArgs) -> Result<()> {
         coordinator_args.extend(problem_flags(&args.problem));
         coordinator_args.extend(admm_flags(&args.admm));
         coordinator_args.extend(fault_flags(&args.faults));
+        if args.problem.problem == ProblemKind::Gan {
+            coordinator_args.extend(gan_flags(&gan));
+        }
         let coordinator = Supervised::spawn(
             "coordinator",
             &sibling_binary("admm-coordinator")?,
@@ -237,6 +256,7 @@ fn run_local(args: RunArgs) -> Result<()> {
         let rows = run_baseline(
             &args.problem,
             &args.solver,
+            &gan,
             &config,
             &args.device,
             &run_dir,
@@ -313,15 +333,47 @@ fn supervise_early_exit(children: &mut [Supervised]) -> Result<()> {
     Ok(())
 }
 
+/// The coordinator's GAN options with the generator's steps and batch
+/// taken from the workers' --local-steps and --batch-size, so that a
+/// generator step matches a discriminator step and epochs count alike.
+fn gan_training(training: &GanTraining, solver: &SolverSpec) -> Result<GanTraining> {
+    let defaults = GanTraining::default();
+    if training.generator_steps != defaults.generator_steps
+        && training.generator_steps != solver.local_steps
+    {
+        bail!(
+            "admm-train takes the generator's steps per round from --local-steps ({}); drop --generator-steps {}",
+            solver.local_steps,
+            training.generator_steps
+        );
+    }
+    if training.generator_batch_size != defaults.generator_batch_size
+        && training.generator_batch_size != solver.batch_size
+    {
+        bail!(
+            "admm-train takes the generator's batch size from --batch-size ({}); drop --generator-batch-size {}",
+            solver.batch_size,
+            training.generator_batch_size
+        );
+    }
+    Ok(GanTraining {
+        generator_steps: solver.local_steps,
+        generator_batch_size: solver.batch_size,
+        ..training.clone()
+    })
+}
+
 /// Trains the baseline with all cores and writes baseline.jsonl.
 fn run_baseline(
     problem: &ProblemSpec,
     solver: &SolverSpec,
+    gan: &GanTraining,
     config: &BaselineConfig,
     device: &str,
     run_dir: &Path,
     cores: usize,
 ) -> Result<Vec<RoundRow>> {
+    let device_name = device;
     let device = admm_problems::parse_device(device)?;
     tch::set_num_threads(cores as i32);
     info!(
@@ -342,27 +394,36 @@ fn run_baseline(
         admm_report::logging::shutdown_signal().await;
         flag.store(true, Ordering::SeqCst);
     });
-    let result = train_baseline(problem, solver, config, device, |row| {
+    let on_row = |row: &RoundRow| {
         if interrupted.load(Ordering::SeqCst) {
             bail!(
                 "interrupted during the baseline; {} keeps the rows written so far",
                 run_dir.display()
             );
         }
-        if row.round % 10 == 0 || row.round == config.rounds {
+        if row.round.is_multiple_of(10) || row.round == config.rounds {
             info!(
                 round = row.round,
                 objective = row.objective,
                 loss = row.loss,
                 test_accuracy = row.test_accuracy,
+                epoch = row.gan.as_ref().map(|g| g.epoch),
                 "baseline round"
             );
         }
         writer.append(row)
-    });
+    };
+    let result = if problem.problem == ProblemKind::Gan {
+        let gan = GanTraining {
+            generator_device: device_name.to_string(),
+            ..gan.clone()
+        };
+        train_vanilla(problem, &gan, config.rounds, run_dir, on_row).map(|(rows, _)| rows)
+    } else {
+        train_baseline(problem, solver, config, device, on_row).map(|(rows, _)| rows)
+    };
     watcher.shutdown_background();
-    let (rows, _) = result?;
-    Ok(rows)
+    result
 }
 
 /// Redraws the plots of a run directory.
@@ -394,6 +455,24 @@ fn print_summary(method: &str, rows: &[RoundRow]) {
         .test_accuracy
         .map(|a| format!(", test accuracy {:.2}%", a * 100.0))
         .unwrap_or_default();
+    if let Some(gan) = &last.gan {
+        let collapsed = rows
+            .iter()
+            .filter(|r| r.gan.as_ref().is_some_and(|g| g.collapsed))
+            .count();
+        eprintln!(
+            "{method}: {} rounds ({:.2} epochs) in {:.1} s, discriminator loss {:.4}, generator loss {:.4}, \
+             P(real) on real {:.3} and on generated {:.3}, collapse flagged in {collapsed} rounds",
+            last.round,
+            gan.epoch,
+            last.elapsed_seconds,
+            gan.discriminator_loss,
+            gan.generator_loss,
+            gan.consensus_on_real,
+            gan.consensus_on_fake
+        );
+        return;
+    }
     eprintln!(
         "{method}: {} rounds in {:.1} s, objective {:.6}, loss {:.6}, g {:.6}{accuracy}",
         last.round, last.elapsed_seconds, last.objective, last.loss, last.g

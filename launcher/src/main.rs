@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod gan_bench;
 mod processes;
 
 use clap::Parser;

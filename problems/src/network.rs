@@ -162,6 +162,16 @@ impl Network {
         &self.vs
     }
 
+    /// Turns gradients of the parameters on or off, so that a model used
+    /// only as a fixed critic costs no weight gradients.
+    pub fn set_trainable(&mut self, trainable: bool) {
+        if trainable {
+            self.vs.unfreeze();
+        } else {
+            self.vs.freeze();
+        }
+    }
+
     /// Device the parameters live on.
     pub fn device(&self) -> Device {
         self.vs.device()

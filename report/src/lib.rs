@@ -84,4 +84,54 @@ pub struct RoundRow {
     /// Parameter bytes the coordinator received from workers in this round.
     #[serde(default)]
     pub bytes_received: u64,
+    /// GAN diagnostics, for the GAN problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gan: Option<GanRoundStats>,
+}
+
+/// What the discriminators of a GAN round make of real and generated
+/// images, measured on fixed probe batches after the round.
+///
+/// A probability is the mean of sigmoid(D(image)) over the probe batch: the
+/// probability the discriminator gives to "real". The halves are the mean
+/// x_i of the real-half and of the fake-half workers; the ordinary
+/// single-process baseline has only the consensus figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GanRoundStats {
+    /// Passes over the training images completed, as a fraction.
+    pub epoch: f64,
+    /// Mean non-saturating generator loss −log D(G(ζ)) over the round's
+    /// generator steps.
+    pub generator_loss: f64,
+    /// Full discriminator objective at z on the probe batches:
+    /// BCE(D(real), 1) + BCE(D(G(ζ)), 0).
+    pub discriminator_loss: f64,
+    /// Consensus discriminator z on real probe images.
+    pub consensus_on_real: f64,
+    /// Consensus discriminator z on generated probe images.
+    pub consensus_on_fake: f64,
+    /// Real half on real probe images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_half_on_real: Option<f64>,
+    /// Real half on generated probe images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_half_on_fake: Option<f64>,
+    /// Fake half on real probe images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fake_half_on_real: Option<f64>,
+    /// Fake half on generated probe images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fake_half_on_fake: Option<f64>,
+    /// Set when the real half calls nearly every image real and the fake
+    /// half nearly every image fake: the split has degenerated.
+    #[serde(default)]
+    pub collapsed: bool,
+    /// Ordinary discriminator steps on the full objective taken at the
+    /// coordinator after this round (the interleaving remedy).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interleaved_steps: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }

@@ -2,7 +2,7 @@
 //! then fetch, compute and upload until the coordinator ends the run.
 
 use crate::config::WorkerConfig;
-use admm_problems::Network;
+use admm_problems::{Network, ProblemKind};
 use admm_proto::pb::coordinator_client::CoordinatorClient;
 use admm_proto::pb::{ParameterSpec, RegisterRequest};
 use admm_proto::tuning::{configure_endpoint, MAX_MESSAGE_BYTES};
@@ -114,7 +114,10 @@ pub(crate) fn register_request(
     Ok(RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         worker_id: config.worker_id as u32,
-        role: "shard".into(),
+        role: match config.problem.problem {
+            ProblemKind::Gan => config.problem.gan.role(config.worker_id).into(),
+            _ => "shard".into(),
+        },
         problem: config.problem.run_id(),
         layout: network
             .layout()

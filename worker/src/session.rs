@@ -6,7 +6,7 @@
 
 use crate::client::{connect, register_request, Client};
 use crate::config::WorkerConfig;
-use admm_problems::objective::{load_training_data, LocalSolver};
+use admm_problems::objective::{build_local_term, load_training_data, LocalTerm};
 use admm_problems::{parse_device, Network};
 use admm_proto::pb::{
     round_message, update_message, FetchRoundRequest, HeartbeatRequest, RegisterReply,
@@ -72,11 +72,7 @@ pub async fn run(
     config.validate()?;
     let device = parse_device(&config.device)?;
     tch::set_num_threads(config.threads as i32);
-    let layout_model = Network::mlp(
-        &config.problem.layer_sizes(),
-        tch::Device::Cpu,
-        config.problem.seed,
-    );
+    let layout_model = config.problem.build_network(tch::Device::Cpu);
     // The data is loaded before registering, so that round 1 does not wait
     // for the slowest worker's disk.
     let problem = config.problem.clone();
@@ -119,7 +115,7 @@ struct Session {
     incarnation: u64,
     layout_model: Network,
     data: Option<admm_problems::data::Dataset>,
-    local: Option<LocalSolver>,
+    local: Option<Box<dyn LocalTerm>>,
     device: tch::Device,
     current_round: Arc<AtomicU64>,
     heartbeat: Option<JoinHandle<()>>,
@@ -244,7 +240,7 @@ impl Session {
                 self.device,
             );
             let mut local = tokio::task::spawn_blocking(move || {
-                LocalSolver::new(&problem, &solver, &data, id, count, device)
+                build_local_term(&problem, &solver, &data, id, count, device)
             })
             .await
             .context("local solver set-up panicked")??;
@@ -296,15 +292,25 @@ impl Session {
             .take()
             .ok_or_else(|| anyhow!("the local solver is missing"))?;
         let n = local.network().num_params();
+        let shared_len = local.shared_len();
         let mut assembler = ChunkAssembler::new();
         let mut x = Vec::with_capacity(n);
         let mut round = reply.next_round;
         let result = loop {
-            let fetched = match fetch(client, id, round, deterministic, &mut assembler, n).await {
+            let fetched = match fetch(
+                client,
+                id,
+                round,
+                deterministic,
+                &mut assembler,
+                (n, shared_len),
+            )
+            .await
+            {
                 Ok(fetched) => fetched,
                 Err(e) => break Err(e),
             };
-            let Some((rho, values)) = fetched.parameters else {
+            let Some((rho, values, shared)) = fetched.parameters else {
                 break Ok(fetched.stop_reason);
             };
             round = fetched.round;
@@ -314,13 +320,15 @@ impl Session {
                 let mut x = x;
                 let (z, rest) = values.split_at(n);
                 let (u, warm_start) = rest.split_at(n);
-                let stats = if deterministic {
-                    local
-                        .prepare_deterministic(warm_start, round)
-                        .and_then(|()| local.x_update(z, u, rho, &mut x))
-                } else {
-                    local.x_update(z, u, rho, &mut x)
-                };
+                let stats = local.set_shared(&shared).and_then(|()| {
+                    if deterministic {
+                        local
+                            .prepare_deterministic(warm_start, round)
+                            .and_then(|()| local.x_update(z, u, rho, &mut x))
+                    } else {
+                        local.x_update(z, u, rho, &mut x)
+                    }
+                });
                 (local, stats, (x, values))
             })
             .await
@@ -382,10 +390,11 @@ impl Session {
 }
 
 /// One fetched round: its number, and ρ with z, u_i (and x_i in
-/// deterministic mode) in one buffer, or `None` with the stop reason.
+/// deterministic mode) in one buffer and the shared model in another, or
+/// `None` with the stop reason.
 struct Fetched {
     round: u64,
-    parameters: Option<(f64, Vec<f32>)>,
+    parameters: Option<(f64, Vec<f32>, Vec<f32>)>,
     stop_reason: String,
 }
 
@@ -395,7 +404,7 @@ async fn fetch(
     round: u64,
     include_local: bool,
     assembler: &mut ChunkAssembler,
-    n: usize,
+    (n, shared_len): (usize, usize),
 ) -> Result<Fetched, LoopError> {
     let request = FetchRoundRequest {
         worker_id: id as u32,
@@ -439,9 +448,20 @@ async fn fetch(
     let blocks: u64 = if header.includes_local { 3 } else { 2 };
     // A declared count so large that the product overflows is rejected
     // like any other wrong count.
-    let declared = header.parameter_count.saturating_mul(blocks);
+    let declared = header
+        .parameter_count
+        .saturating_mul(blocks)
+        .saturating_add(header.shared_count);
+    if header.shared_count != shared_len as u64 {
+        return Err(anyhow!(
+            "round {}: the coordinator sent a shared model of {} values, this worker expects {shared_len}; start every process with the same problem options",
+            header.round,
+            header.shared_count
+        )
+        .into());
+    }
     assembler
-        .reset(declared, blocks as usize * n)
+        .reset(declared, blocks as usize * n + shared_len)
         .map_err(anyhow::Error::from)?;
     while let Some(message) = next(stream.message().await)? {
         match message.kind {
@@ -459,10 +479,11 @@ async fn fetch(
     }
     assembler.finish().map_err(anyhow::Error::from)?;
     let mut values = assembler.take();
+    let shared = values.split_off(blocks as usize * n);
     values.resize(3 * n, 0.0);
     Ok(Fetched {
         round: header.round,
-        parameters: Some((header.rho, values)),
+        parameters: Some((header.rho, values, shared)),
         stop_reason: String::new(),
     })
 }

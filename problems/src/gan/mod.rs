@@ -29,6 +29,8 @@
 
 pub mod local;
 pub mod model;
+pub mod trainer;
+pub mod vanilla;
 
 use crate::data::mnist::{self, Split};
 use anyhow::{bail, Result};

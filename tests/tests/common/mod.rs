@@ -66,6 +66,7 @@ pub fn coordinator_config(
         register_timeout_seconds: 60,
         problem,
         faults: Default::default(),
+        gan: Default::default(),
         security: Default::default(),
         admm: AdmmConfig {
             regularizer: Regularizer::None,
