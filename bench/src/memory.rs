@@ -1,8 +1,8 @@
-//! Memory: peak resident memory of the coordinator and of a worker in the
-//! two-worker MNIST run against the model's parameter bytes, the
-//! coordinator's peak for a three-parameter model (the fixed cost of the
-//! process), and the bytes one in-process parameter exchange allocates
-//! against its payload.
+//! Memory benchmarks. The coordinator's and a worker's peak resident
+//! memory in the two-worker MNIST run are compared with the model's
+//! parameter bytes. The coordinator's peak for a three-parameter model
+//! shows the fixed cost of the process. The bytes one in-process parameter
+//! exchange allocates are compared with its payload.
 
 use crate::processes::train_cached;
 use crate::report::{Bound, Figure};
@@ -24,6 +24,7 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
     let run = train_cached(settings, "mnist-2-workers", &mnist_two_workers(settings)?)?;
     let parameter_bytes = MNIST_PARAMETERS * 4;
     // The kernel keeps 15 bytes of the command name.
+
     let peak_of = |prefix: &str| {
         run.peaks
             .iter()
@@ -62,6 +63,14 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
             None,
         ),
     ];
+    figures.push(fixed_coordinator_peak(settings)?);
+    figures.push(allocation_per_exchange(64, settings.pick(2, 5))?);
+    Ok(figures)
+}
+
+/// Coordinator peak of the tiny regression run, whose three parameters
+/// leave only the fixed cost of the process.
+fn fixed_coordinator_peak(settings: &Settings) -> Result<Figure> {
     let tiny = train_cached(settings, "tiny-2-workers", &tiny_two_workers(settings))?;
     let tiny_coordinator = tiny
         .peaks
@@ -72,7 +81,7 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
         .context("no coordinator process was seen during the tiny run")?;
     // Three parameters: the (2N+4)x term is a few bytes.
     let tiny_budget = (2 * WORKERS + 4) * 3 * 4 + ALLOWANCE_BYTES;
-    figures.push(Figure::new(
+    Ok(Figure::new(
         "memory",
         "coordinator peak, regression d=2 linear, 2 workers",
         "VmHWM / ((2N+4) x parameter bytes + 64 MiB)",
@@ -83,7 +92,5 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
             mebibytes(tiny_budget)
         ),
         Some(Bound::AtMost(1.0)),
-    ));
-    figures.push(allocation_per_exchange(64, settings.pick(2, 5))?);
-    Ok(figures)
+    ))
 }
