@@ -223,10 +223,11 @@ pub fn proximal_penalty(net: &Network, anchors: &[Tensor], rho: f64) -> Tensor {
 }
 
 /// Adds ρ·(θ − anchor), the gradient of `(ρ/2)·‖θ − anchor‖²`, to each
-/// parameter's gradient. It gives the gradient of [`proximal_penalty`]
-/// without recording the penalty in the autograd graph, which on a small
-/// model costs about as much as the loss itself. Call it after `backward`
-/// and before the optimizer step. Fails when a parameter has no gradient.
+/// parameter's gradient. The result equals differentiating
+/// [`proximal_penalty`], but the penalty stays out of the autograd graph,
+/// where it costs about as much as the loss of a small model. Call it
+/// after `backward` and before the optimizer step. Fails when a parameter
+/// has no gradient.
 pub fn add_proximal_gradient(net: &Network, anchors: &[Tensor], rho: f64) -> Result<()> {
     tch::no_grad(|| {
         for ((name, parameter), anchor) in net.params().iter().zip(anchors) {
@@ -419,7 +420,7 @@ mod tests {
         assert_eq!(sampler.next_batch().len(), 7);
     }
 
-    /// Each parameter's gradient as a vector.
+    /// Returns each parameter's gradient as a vector.
     fn gradients(net: &Network) -> Vec<Vec<f32>> {
         net.params()
             .iter()
