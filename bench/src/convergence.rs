@@ -96,7 +96,7 @@ pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
     ]);
     let (mut admm_seconds, mut baseline_seconds) = (Vec::new(), Vec::new());
     let (mut admm_rounds, mut baseline_rounds) = (Vec::new(), Vec::new());
-    for repetition in 0..settings.pick(1, 5) {
+    for repetition in 0..settings.pick(1, 9) {
         let name = format!("regression-convergence-{repetition}");
         let run = train_cached(settings, &name, &args)?;
         let Some((seconds, round)) = time_to_gap(&run.metrics, optimum) else {

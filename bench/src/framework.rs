@@ -130,7 +130,7 @@ type StepTimer = fn(usize) -> Result<f64>;
 
 /// Measures the MLP and DCGAN steps at each thread count.
 pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
-    let blocks = settings.pick(1, 3);
+    let blocks = settings.pick(1, 5);
     let mut figures = Vec::new();
     let models: [(&str, &str, StepTimer, usize); 2] = [
         (

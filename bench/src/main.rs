@@ -213,8 +213,8 @@ fn run(cli: Cli) -> Result<()> {
 /// Runs one benchmark by name.
 fn run_benchmark(name: &str, context: &Settings) -> Result<Vec<Figure>> {
     match name {
-        "transport" => transport::run(context.pick(3, 9)),
-        "packing" => packing::run(context.pick(3, 9)),
+        "transport" => transport::run(context.pick(3, 15)),
+        "packing" => packing::run(context.pick(3, 15)),
         "framework" => framework::run(context),
         "memory" => memory::run(context),
         "overhead" => rounds::run(context),

@@ -30,7 +30,7 @@ pub fn mnist_two_workers(settings: &Settings) -> Result<Vec<String>> {
         "--no-baseline",
     ]));
     args.push("--max-rounds".into());
-    args.push(settings.pick("6", "25").into());
+    args.push(settings.pick("6", "40").into());
     Ok(args)
 }
 
@@ -49,7 +49,7 @@ fn gan_two_workers(settings: &Settings) -> Result<Vec<String>> {
         "--no-baseline",
     ]));
     args.push("--max-rounds".into());
-    args.push(settings.pick("4", "12").into());
+    args.push(settings.pick("4", "15").into());
     Ok(args)
 }
 
@@ -128,7 +128,7 @@ pub fn tiny_two_workers(settings: &Settings) -> Vec<String> {
         "0",
     ]);
     args.push("--max-rounds".into());
-    args.push(settings.pick("50", "300").into());
+    args.push(settings.pick("50", "500").into());
     args
 }
 

@@ -17,7 +17,7 @@ const BATCH_SIZE: f64 = 64.0;
 
 /// Measures the three worker counts against the baseline.
 pub fn run(settings: &Settings) -> Result<Vec<Figure>> {
-    let rounds = settings.pick("6", "25");
+    let rounds = settings.pick("6", "40");
     let mut one_worker = mnist_flags(settings.mnist_dir()?);
     one_worker.extend(strings(&[
         "--workers",
