@@ -6,7 +6,7 @@
 use crate::service::CoordinatorService;
 use admm_proto::pb::coordinator_server::CoordinatorServer;
 use admm_proto::security::ServerSecurity;
-use admm_proto::tuning::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
+use admm_proto::tuning::{configure_server, MAX_MESSAGE_BYTES};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::time::Duration;
@@ -57,11 +57,7 @@ pub fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc = InterceptedService::new(grpc, security.require_token());
-    Ok(builder
-        .tcp_nodelay(true)
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    Ok(configure_server(builder)
         // Pings find a dead peer (a partition, a killed host) while a
         // stream waits; the timeout is twice the interval, as on the worker.
         .http2_keepalive_interval(Some(keepalive))

@@ -42,7 +42,8 @@ impl Evaluator {
         } else {
             spec.eval_samples.min(train.len())
         };
-        let train = train.slice(0, keep).to_device(device);
+        // A copy, so that the rest of the training set is freed.
+        let train = train.slice(0, keep).to_owned_copy().to_device(device);
         let test = match spec.problem {
             ProblemKind::Regression => None,
             ProblemKind::Mnist | ProblemKind::Gan => {

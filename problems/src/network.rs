@@ -219,9 +219,15 @@ impl Network {
     /// Writes θ into `out`, resizing it to n.
     pub fn write_flat(&self, out: &mut Vec<f32>) {
         out.resize(self.num_params(), 0.0);
-        let flat = self.flat_tensor().to_device(Device::Cpu);
-        let len = out.len();
-        flat.copy_data(out, len);
+        // One copy per tensor straight into `out`; concatenating first
+        // would allocate and fill a second buffer of the whole model.
+        let mut offset = 0;
+        for (_, tensor) in &self.params {
+            let numel = tensor.numel();
+            let cpu = tensor.to_device(Device::Cpu);
+            cpu.copy_data(&mut out[offset..offset + numel], numel);
+            offset += numel;
+        }
     }
 
     /// θ as one tensor on the model's device.

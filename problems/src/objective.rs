@@ -222,6 +222,25 @@ pub fn proximal_penalty(net: &Network, anchors: &[Tensor], rho: f64) -> Tensor {
         * (rho / 2.0)
 }
 
+/// Adds ρ·(θ − anchor), the gradient of `(ρ/2)·‖θ − anchor‖²`, to each
+/// parameter's gradient. The result equals differentiating
+/// [`proximal_penalty`], but the penalty stays out of the autograd graph,
+/// where it costs about as much as the loss of a small model. Call it
+/// after `backward` and before the optimizer step. Fails when a parameter
+/// has no gradient.
+pub fn add_proximal_gradient(net: &Network, anchors: &[Tensor], rho: f64) -> Result<()> {
+    tch::no_grad(|| {
+        for ((name, parameter), anchor) in net.params().iter().zip(anchors) {
+            let mut gradient = parameter.grad();
+            if !gradient.defined() {
+                bail!("parameter {name} has no gradient after the backward pass");
+            }
+            let _ = gradient.g_add_(&((parameter - anchor) * rho));
+        }
+        Ok(())
+    })
+}
+
 /// The anchor z − u_i of the x-update, split like the model's parameters.
 pub fn anchors(net: &Network, z: &[f32], u: &[f32]) -> Vec<Tensor> {
     let anchor: Vec<f32> = z.iter().zip(u).map(|(&z, &u)| z - u).collect();
@@ -265,7 +284,8 @@ impl LocalSolver {
                 data.len()
             );
         }
-        let shard = data.shard(index, count).to_device(device);
+        // A copy, so that the other shards are freed with `data`.
+        let shard = data.shard(index, count).to_owned_copy().to_device(device);
         let weight = shard.len() as f64 / data.len() as f64;
         let net = Network::mlp(&spec.layer_sizes(), device, spec.seed);
         let optimizer = build_optimizer(solver, spec.problem, &net)?;
@@ -362,9 +382,10 @@ impl LocalSolver {
             let inputs = self.shard.inputs.index_select(0, &indices);
             let targets = self.shard.targets.index_select(0, &indices);
             let loss = data_loss(self.problem, &self.net, &inputs, &targets);
-            let penalty = proximal_penalty(&self.net, &anchors, rho);
-            let objective = &loss * self.weight + penalty;
-            self.optimizer.backward_step(&objective);
+            self.optimizer.zero_grad();
+            (&loss * self.weight).backward();
+            add_proximal_gradient(&self.net, &anchors, rho)?;
+            self.optimizer.step();
             loss_sum += loss.double_value(&[]);
             samples += indices.size()[0] as u64;
         }
@@ -397,6 +418,52 @@ mod tests {
         let mut sampler = BatchSampler::new(7, 0, SplitMix64::new(3, 0));
         assert_eq!(sampler.batch_size(), 7);
         assert_eq!(sampler.next_batch().len(), 7);
+    }
+
+    /// Returns each parameter's gradient as a vector.
+    fn gradients(net: &Network) -> Vec<Vec<f32>> {
+        net.params()
+            .iter()
+            .map(|(_, p)| Vec::<f32>::try_from(p.grad().reshape([-1])).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn proximal_gradient_matches_penalty() {
+        let net = Network::mlp(&[3, 4, 2], Device::Cpu, 4);
+        let values: Vec<f32> = (0..net.num_params())
+            .map(|i| i as f32 * 0.05 - 0.6)
+            .collect();
+        let anchors = net.split_flat(&values);
+        let rho = 0.7;
+
+        proximal_penalty(&net, &anchors, rho).backward();
+        let expected = gradients(&net);
+        tch::no_grad(|| {
+            for (_, p) in net.params() {
+                let _ = p.grad().zero_();
+            }
+        });
+        add_proximal_gradient(&net, &anchors, rho).unwrap();
+        let actual = gradients(&net);
+
+        assert_eq!(actual.len(), expected.len());
+        for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
+            assert_eq!(a.len(), e.len(), "parameter {index}");
+            for (x, y) in a.iter().zip(e) {
+                assert!((x - y).abs() <= 1e-6, "parameter {index}: {x} != {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn proximal_gradient_needs_a_gradient() {
+        let net = Network::mlp(&[2, 1], Device::Cpu, 0);
+        let anchors = net.split_flat(&vec![0.0; net.num_params()]);
+        let err = add_proximal_gradient(&net, &anchors, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no gradient"), "{err}");
     }
 
     #[test]

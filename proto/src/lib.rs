@@ -34,4 +34,28 @@ pub mod tuning {
     /// framing, far below the size that would let a peer make us allocate
     /// a whole model in one message.
     pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+    use tonic::transport::{Endpoint, Server};
+
+    /// Applies the parameter-stream settings to a server: TCP_NODELAY,
+    /// [`WINDOW_BYTES`] windows and [`MAX_FRAME_BYTES`] frames.
+    pub fn configure_server(builder: Server) -> Server {
+        builder
+            .tcp_nodelay(true)
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
+    }
+
+    /// Applies the parameter-stream settings to a client endpoint:
+    /// TCP_NODELAY, [`WINDOW_BYTES`] windows and [`MAX_FRAME_BYTES`] frames.
+    /// Each end's maximum frame size limits what its peer sends, so the
+    /// client's setting sizes the frames of `FetchRound` streams.
+    pub fn configure_endpoint(endpoint: Endpoint) -> Endpoint {
+        endpoint
+            .tcp_nodelay(true)
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
+    }
 }

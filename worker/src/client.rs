@@ -5,7 +5,7 @@ use crate::config::WorkerConfig;
 use admm_problems::{Network, ProblemKind};
 use admm_proto::pb::coordinator_client::CoordinatorClient;
 use admm_proto::pb::{ParameterSpec, RegisterRequest};
-use admm_proto::tuning::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
+use admm_proto::tuning::{configure_endpoint, MAX_MESSAGE_BYTES};
 use admm_proto::{DTYPE_F32, PROTOCOL_VERSION};
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
@@ -31,11 +31,10 @@ pub async fn connect(
     keepalive: Duration,
 ) -> Result<Client> {
     let url = coordinator.url.as_str();
-    let mut endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid coordinator address {url:?}; expected http://HOST:PORT"))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES)
+    let endpoint = Endpoint::from_shared(url.to_string()).with_context(|| {
+        format!("invalid coordinator address {url:?}; expected http://HOST:PORT")
+    })?;
+    let mut endpoint = configure_endpoint(endpoint)
         .connect_timeout(Duration::from_secs(10))
         // Pings keep a long wait for the next round alive through idle
         // timeouts, and detect a dead link; the timeout is twice the interval.

@@ -108,12 +108,60 @@ pub fn load(dir: &Path, split: Split, limit: usize) -> Result<Dataset> {
         limit.min(raw.count)
     };
     let pixels = &raw.images[..count * 784];
-    let inputs = Tensor::from_slice(pixels)
+    // In-place steps: a chain of out-of-place ones keeps every intermediate
+    // alive until the statement ends, four float copies of the images.
+    let mut inputs = Tensor::from_slice(pixels)
         .view([count as i64, 784])
-        .to_kind(Kind::Float)
-        .divide_scalar(255.0)
-        .subtract_scalar(PIXEL_MEAN)
-        .divide_scalar(PIXEL_STD);
+        .to_kind(Kind::Float);
+    let _ = inputs.divide_scalar_(255.0);
+    let _ = inputs.subtract_scalar_(PIXEL_MEAN);
+    let _ = inputs.divide_scalar_(PIXEL_STD);
     let targets = Tensor::from_slice(&raw.labels[..count]).to_kind(Kind::Int64);
     Ok(Dataset { inputs, targets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes an uncompressed IDX file with big-endian `dims` and `values`.
+    fn write_idx(path: &Path, type_and_rank: u32, dims: &[u32], values: &[u8]) {
+        let mut bytes = type_and_rank.to_be_bytes().to_vec();
+        for dim in dims {
+            bytes.extend(dim.to_be_bytes());
+        }
+        bytes.extend(values);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn load_standardizes_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..2 * 784).map(|i| (i % 256) as u8).collect();
+        write_idx(
+            &dir.path().join("t10k-images-idx3-ubyte"),
+            0x0803,
+            &[2, 28, 28],
+            &pixels,
+        );
+        write_idx(
+            &dir.path().join("t10k-labels-idx1-ubyte"),
+            0x0801,
+            &[2],
+            &[7, 1],
+        );
+
+        let data = load(dir.path(), Split::Test, 0).unwrap();
+        assert_eq!(data.inputs.size(), [2, 784]);
+        let inputs = Vec::<f32>::try_from(data.inputs.view([-1])).unwrap();
+        for (index, (&pixel, &value)) in pixels.iter().zip(&inputs).enumerate() {
+            let expected = ((f64::from(pixel) / 255.0 - PIXEL_MEAN) / PIXEL_STD) as f32;
+            assert!(
+                (value - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                "pixel {index}: {value} != {expected}"
+            );
+        }
+        let labels = Vec::<i64>::try_from(&data.targets).unwrap();
+        assert_eq!(labels, [7, 1]);
+    }
 }

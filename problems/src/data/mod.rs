@@ -36,6 +36,15 @@ impl Dataset {
         }
     }
 
+    /// Copies both tensors into memory of their own, so that a slice of a
+    /// larger set no longer keeps the whole set alive.
+    pub fn to_owned_copy(&self) -> Dataset {
+        Dataset {
+            inputs: self.inputs.copy(),
+            targets: self.targets.copy(),
+        }
+    }
+
     /// Shard `index` of `count` contiguous, near-equal shards. The first
     /// `len % count` shards get one sample more.
     pub fn shard(&self, index: usize, count: usize) -> Dataset {
@@ -77,5 +86,22 @@ mod tests {
             }
             assert_eq!(next, len);
         }
+    }
+
+    #[test]
+    fn owned_copy_keeps_values_not_storage() {
+        let data = Dataset {
+            inputs: tch::Tensor::arange(12, (tch::Kind::Float, tch::Device::Cpu)).view([6, 2]),
+            targets: tch::Tensor::arange(6, (tch::Kind::Int64, tch::Device::Cpu)),
+        };
+        let slice = data.slice(2, 4);
+        let copy = slice.to_owned_copy();
+        assert_eq!(copy.len(), 2);
+        let inputs = Vec::<f32>::try_from(copy.inputs.view([-1])).unwrap();
+        assert_eq!(inputs, [4.0, 5.0, 6.0, 7.0]);
+        let targets = Vec::<i64>::try_from(&copy.targets).unwrap();
+        assert_eq!(targets, [2, 3]);
+        assert_ne!(copy.inputs.data_ptr(), slice.inputs.data_ptr());
+        assert_ne!(copy.targets.data_ptr(), slice.targets.data_ptr());
     }
 }
