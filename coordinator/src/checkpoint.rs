@@ -184,7 +184,7 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// The consensus state it holds.
     pub state: ConsensusState,
-    /// The other tensors it holds (such as `generator`), as flat vectors.
+    /// The other tensors in it (such as `generator`), as flat vectors.
     pub companions: Vec<(String, Vec<f32>)>,
     /// Its folder.
     pub path: PathBuf,

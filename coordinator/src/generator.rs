@@ -40,7 +40,7 @@ impl GeneratorRole {
         self.trainer.train_len()
     }
 
-    /// The generator's parameters as broadcast and checkpointed.
+    /// Returns the generator's parameters as broadcast and checkpointed.
     pub fn flat(&self) -> &[f32] {
         &self.flat
     }

@@ -152,7 +152,7 @@ fn available_cores() -> usize {
         .unwrap_or(1)
 }
 
-/// The cores to use: `--cores` capped at the machine's count, or all.
+/// Resolves `--cores`: the requested count capped at the machine's, or all.
 fn resolve_cores(requested: Option<usize>) -> Result<usize> {
     let available = available_cores();
     Ok(match requested {
@@ -434,7 +434,7 @@ fn run_baseline(
             generator_device: device_name.to_string(),
             ..gan.clone()
         };
-        train_vanilla(problem, &gan, config.rounds, run_dir, on_row).map(|(rows, _)| rows)
+        train_vanilla(problem, &gan, config.rounds, run_dir, on_row)
     } else {
         train_baseline(problem, solver, config, device, on_row).map(|(rows, _)| rows)
     };

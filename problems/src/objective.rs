@@ -140,7 +140,7 @@ pub struct LocalStats {
 
 /// A worker's term f_i and its inexact x-update, whatever the problem.
 pub trait LocalTerm: Send {
-    /// The model whose parameters are x_i, for its layout.
+    /// Returns the model whose parameters are x_i, for its layout.
     fn network(&self) -> &Network;
     /// Samples in this worker's shard of the training data.
     fn shard_len(&self) -> usize;
@@ -241,7 +241,7 @@ pub fn add_proximal_gradient(net: &Network, anchors: &[Tensor], rho: f64) -> Res
     })
 }
 
-/// The anchor z − u_i of the x-update, split like the model's parameters.
+/// Splits the anchor z − u_i of the x-update like the model's parameters.
 pub fn anchors(net: &Network, z: &[f32], u: &[f32]) -> Vec<Tensor> {
     let anchor: Vec<f32> = z.iter().zip(u).map(|(&z, &u)| z - u).collect();
     net.split_flat(&anchor)

@@ -186,7 +186,7 @@ impl ProblemSpec {
         }
     }
 
-    /// Builds the model whose parameters ADMM holds in consensus: the MLP,
+    /// Builds the model whose parameters ADMM keeps in consensus: the MLP,
     /// or for the GAN the discriminator.
     pub fn build_network(&self, device: tch::Device) -> crate::Network {
         match self.problem {

@@ -89,8 +89,8 @@ pub struct RoundRow {
     pub gan: Option<GanRoundStats>,
 }
 
-/// What the discriminators of a GAN round make of real and generated
-/// images, measured on fixed probe batches after the round.
+/// Diagnostics of a GAN round: the verdicts of the discriminators on real
+/// and generated images, measured on fixed probe batches after the round.
 ///
 /// A probability is the mean of sigmoid(D(image)) over the probe batch: the
 /// probability the discriminator gives to "real". The halves are the mean

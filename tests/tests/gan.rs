@@ -26,7 +26,7 @@ fn small_gan() -> ProblemSpec {
     spec
 }
 
-/// A discriminator whose output ignores the image: batch norm scales of 0
+/// Builds a discriminator whose output ignores the image: batch norm scales of 0
 /// and shifts of 1 feed a constant into the last layer, whose weights all
 /// have the sign of `verdict`.
 fn constant_discriminator(spec: &ProblemSpec, verdict: f32) -> Vec<f32> {

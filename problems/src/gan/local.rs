@@ -6,8 +6,8 @@
 //! fake half:  f_i(θ) = (1/M)·[BCE(D(G(ζ); θ), 0) + w·BCE(D(x; θ), 1)]
 //! ```
 //!
-//! with K real-half and M fake-half workers, x drawn from the worker's shard
-//! of the training images, ζ from the worker's own noise stream, G the
+//! with K real-half and M fake-half workers. x comes from the worker's shard
+//! of the training images and ζ from the worker's own noise stream. G is the
 //! coordinator's generator of this round, and w the cross weight (0 for the
 //! plain split). The x-update takes `local_steps` optimizer steps on
 //! `f_i(θ) + (ρ/2)·‖θ − z + u_i‖²`, warm-started from the previous x_i.
@@ -104,13 +104,13 @@ impl GanLocalSolver {
         })
     }
 
-    /// Returns whether this worker holds the real-data half.
+    /// Returns whether this worker computes the real-data half.
     pub fn is_real_half(&self) -> bool {
         self.real_half
     }
 
-    /// The half's own term and, with a cross weight, the other half's term,
-    /// on one mini-batch.
+    /// Computes the half's own term and, with a cross weight, the other
+    /// half's term, on one mini-batch.
     fn terms(&mut self) -> (Tensor, Option<Tensor>) {
         let device = self.discriminator.device();
         let cross = self.spec.cross_weight > 0.0;

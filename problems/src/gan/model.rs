@@ -114,14 +114,7 @@ impl Network {
             ));
             names.push(format!("{name}.weight"));
             if index < 2 {
-                let bn = format!("bn{index}");
-                norms.push(nn::batch_norm2d(
-                    &root / bn.as_str(),
-                    output,
-                    Default::default(),
-                ));
-                names.push(format!("{bn}.weight"));
-                names.push(format!("{bn}.bias"));
+                norms.push(batch_norm(&root, index, output, &mut names));
             }
         }
         let layers = DcganLayers::Generator {
@@ -162,9 +155,7 @@ impl Network {
             ));
             names.push(format!("{name}.weight"));
             if index == 1 {
-                norm = Some(nn::batch_norm2d(&root / "bn1", output, Default::default()));
-                names.push("bn1.weight".into());
-                names.push("bn1.bias".into());
+                norm = Some(batch_norm(&root, index, output, &mut names));
             }
         }
         let norm = norm.expect("the second layer always has a batch norm");
@@ -173,6 +164,21 @@ impl Network {
         initialize(&mut net, SplitMix64::new(seed, DISCRIMINATOR_STREAM));
         net
     }
+}
+
+/// Adds batch norm `bn{index}` over `channels` channels after layer
+/// `index`, and appends its scale and shift to the layout `names`.
+fn batch_norm(
+    root: &nn::Path,
+    index: usize,
+    channels: i64,
+    names: &mut Vec<String>,
+) -> nn::BatchNorm {
+    let name = format!("bn{index}");
+    let norm = nn::batch_norm2d(root / name.as_str(), channels, Default::default());
+    names.push(format!("{name}.weight"));
+    names.push(format!("{name}.bias"));
+    norm
 }
 
 /// Draws the DCGAN initial values: N(0, 0.02²) for convolutions, N(1, 0.02²)

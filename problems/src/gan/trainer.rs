@@ -394,8 +394,8 @@ impl GanTrainer {
         Ok(stats)
     }
 
-    /// The grids due after `round` under the schedule: file names within
-    /// the samples folder.
+    /// Lists the grids due after `round` under the schedule, as file names
+    /// within the samples folder.
     pub fn grids_due(&self, round: u64) -> Vec<String> {
         grids_due(&self.training, self.epochs_per_round, round)
     }
@@ -421,9 +421,9 @@ impl GanTrainer {
     }
 }
 
-/// The grids due after `round` when each round is `epochs_per_round`
-/// epochs: one per scheduled epoch passed in this round, and one every
-/// `sample_every` rounds.
+/// Lists the grids due after `round` when each round is
+/// `epochs_per_round` epochs: one per scheduled epoch passed in this round,
+/// and one every `sample_every` rounds.
 fn grids_due(training: &GanTraining, epochs_per_round: f64, round: u64) -> Vec<String> {
     let mut names = Vec::new();
     let before = round.saturating_sub(1) as f64 * epochs_per_round;

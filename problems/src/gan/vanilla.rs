@@ -21,15 +21,15 @@ pub const BASELINE_SAMPLES_DIR: &str = "baseline-samples";
 pub const BASELINE_GENERATOR_FILE: &str = "baseline-generator.safetensors";
 
 /// Trains the vanilla DCGAN for `rounds` rounds, writing its grids into
-/// `run_dir/baseline-samples/` and calling `on_row` after each round.
-/// Returns the rows and the generator.
+/// `run_dir/baseline-samples/` and its generator into `run_dir`, and
+/// calling `on_row` after each round. Returns the rows.
 pub fn train_vanilla(
     spec: &ProblemSpec,
     training: &GanTraining,
     rounds: u64,
     run_dir: &Path,
     mut on_row: impl FnMut(&RoundRow) -> Result<()>,
-) -> Result<(Vec<RoundRow>, Network)> {
+) -> Result<Vec<RoundRow>> {
     let training = GanTraining {
         generator_batch_size: training.generator_batch_size * spec.gan.real_workers.max(1),
         interleave_every: 0,
@@ -75,11 +75,8 @@ pub fn train_vanilla(
     std::fs::create_dir_all(&samples)
         .with_context(|| format!("failed to create {}", samples.display()))?;
     trainer.write_grid(&samples.join("final.png"))?;
-    let generator = trainer.generator();
-    generator.save_safetensors(&run_dir.join(BASELINE_GENERATOR_FILE))?;
-    let mut copy = Network::generator(&spec.gan, tch::Device::Cpu, spec.seed);
-    let mut theta = Vec::new();
-    generator.write_flat(&mut theta);
-    copy.load_flat(&theta)?;
-    Ok((rows, copy))
+    trainer
+        .generator()
+        .save_safetensors(&run_dir.join(BASELINE_GENERATOR_FILE))?;
+    Ok(rows)
 }
